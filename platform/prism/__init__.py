@@ -1,0 +1,1 @@
+"""Prism: an LLM serving platform with its own continuous-batching engine."""

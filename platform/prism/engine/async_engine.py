@@ -1,0 +1,193 @@
+"""An asyncio front for :class:`LLMEngine`: a background step loop and streamed outputs.
+
+The engine is touched only by its loop thread. Callers hand it requests and aborts through
+a queue and get outputs back on their own event loop, so a request may be added from any
+loop or thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from prism.engine.kv_events import KVEvent
+from prism.engine.llm_engine import EngineStats, LLMEngine
+from prism.engine.request import RequestOutput
+from prism.engine.sampling_params import SamplingParams
+from prism.errors import EngineDead
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Add:
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    cache_salt: str | None
+
+
+@dataclass(slots=True)
+class _Abort:
+    request_id: str
+
+
+@dataclass(slots=True)
+class _Stream:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[RequestOutput | BaseException]
+
+    def put(self, item: RequestOutput | BaseException) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:
+            logger.debug("dropped an output: its event loop is closed")
+
+
+class AsyncEngine:
+    """Runs an :class:`LLMEngine` in a background thread and streams its outputs."""
+
+    def __init__(self, engine: LLMEngine) -> None:
+        self.engine = engine
+        self._inbox: queue.SimpleQueue[_Add | _Abort | None] = queue.SimpleQueue()
+        self._streams: dict[str, _Stream] = {}
+        self._streams_lock = threading.Lock()
+        self._events: deque[KVEvent] = deque()
+        self._stats = engine.stats()
+        self._error: BaseException | None = None
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="prism-engine", daemon=True)
+        self._thread.start()
+
+    @property
+    def healthy(self) -> bool:
+        return self._thread.is_alive() and self._error is None
+
+    def check_health(self) -> None:
+        """Raise :class:`EngineDead` if the step loop has stopped."""
+        if not self.healthy:
+            raise EngineDead(f"the engine loop stopped: {self._error!r}")
+
+    async def generate(
+        self,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        request_id: str | None = None,
+        cache_salt: str | None = None,
+    ) -> AsyncIterator[RequestOutput]:
+        """Stream a request's outputs; leaving the iteration early aborts the request.
+
+        Invalid requests raise :class:`~prism.errors.InvalidRequest` before any work.
+        """
+        self.check_health()
+        self.engine.validate(prompt_token_ids, params)
+        request_id = request_id or uuid.uuid4().hex
+        stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
+        with self._streams_lock:
+            if request_id in self._streams:
+                raise ValueError(f"request id {request_id!r} is already streaming")
+            self._streams[request_id] = stream
+        if not self.healthy:
+            with self._streams_lock:
+                self._streams.pop(request_id, None)
+            self.check_health()
+        self._inbox.put(_Add(request_id, list(prompt_token_ids), params, cache_salt))
+        finished = False
+        try:
+            while not finished:
+                item = await stream.queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                finished = item.finished
+                yield item
+        finally:
+            if not finished:
+                self.abort(request_id)
+
+    def abort(self, request_id: str) -> None:
+        """Stop a request (if it is still running) and free its blocks."""
+        self._inbox.put(_Abort(request_id))
+
+    def stats(self) -> EngineStats:
+        """The stats as of the end of the latest step."""
+        return self._stats
+
+    def drain_events(self) -> list[KVEvent]:
+        """KV events since the last drain, oldest first."""
+        events = []
+        while self._events:
+            events.append(self._events.popleft())
+        return events
+
+    def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop the loop; requests still in flight end with :class:`EngineDead`."""
+        self._stopping = True
+        self._inbox.put(None)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            while not self._stopping:
+                self._take_commands(block=not self.engine.has_unfinished_requests())
+                if self._stopping:
+                    break
+                if self.engine.has_unfinished_requests():
+                    self._deliver(self.engine.step())
+                self._publish()
+        except BaseException as error:
+            logger.exception("engine loop failed")
+            self._error = error
+        self._fail_all(self._error or EngineDead("the engine was shut down"))
+
+    def _take_commands(self, block: bool) -> None:
+        try:
+            command = self._inbox.get(block=block)
+        except queue.Empty:
+            return
+        while True:
+            self._apply(command)
+            try:
+                command = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+
+    def _apply(self, command: _Add | _Abort | None) -> None:
+        if command is None:
+            self._stopping = True
+        elif isinstance(command, _Abort):
+            output = self.engine.abort_request(command.request_id)
+            if output is not None:
+                self._deliver([output])
+        else:
+            try:
+                self.engine.add_request(
+                    command.request_id, command.prompt_token_ids, command.params, command.cache_salt
+                )
+            except Exception as error:
+                self._send(command.request_id, error, last=True)
+
+    def _deliver(self, outputs: list[RequestOutput]) -> None:
+        for output in outputs:
+            self._send(output.request_id, output, last=output.finished)
+
+    def _send(self, request_id: str, item: RequestOutput | BaseException, last: bool) -> None:
+        with self._streams_lock:
+            stream = self._streams.pop(request_id) if last else self._streams.get(request_id)
+        if stream is not None:
+            stream.put(item)
+
+    def _publish(self) -> None:
+        self._events.extend(self.engine.drain_events())
+        self._stats = self.engine.stats()
+
+    def _fail_all(self, error: BaseException) -> None:
+        with self._streams_lock:
+            streams, self._streams = self._streams, {}
+        for stream in streams.values():
+            stream.put(error if isinstance(error, EngineDead) else EngineDead(repr(error)))

@@ -1,0 +1,90 @@
+"""Attention over a paged KV cache: the portable backend (block gather + SDPA).
+
+Decodes (one query token each) run as one padded batch; prefill chunks run one by one,
+each attending to its cached prefix and, causally, to itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(slots=True)
+class PrefillSpan:
+    """A prefill chunk's rows in the packed batch and the blocks its keys live in."""
+
+    query_start: int
+    query_len: int
+    context_len: int
+    block_ids: torch.Tensor
+    mask: torch.Tensor | None  # None: keys are exactly the queries, plain causal
+
+
+@dataclass(slots=True)
+class AttentionBatch:
+    """Where one step's tokens write K/V and what each of them attends to.
+
+    The packed batch holds the decode tokens first, then the prefill chunks.
+    """
+
+    slot_mapping: torch.Tensor
+    num_decodes: int
+    decode_block_tables: torch.Tensor | None
+    decode_mask: torch.Tensor | None
+    prefills: list[PrefillSpan]
+
+
+def write_kv(
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
+    """Store one step's keys and values in their cache slots (``block * size + offset``)."""
+    num_kv_heads, head_dim = k_cache.shape[-2:]
+    k_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, key)
+    v_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, value)
+
+
+def _gather(cache: torch.Tensor, block_ids: torch.Tensor) -> torch.Tensor:
+    """Keys (or values) of the given blocks, as [..., heads, tokens, head_dim]."""
+    blocks = cache[block_ids]
+    *lead, num_blocks, block_size, heads, head_dim = blocks.shape
+    return blocks.reshape(*lead, num_blocks * block_size, heads, head_dim).transpose(-3, -2)
+
+
+def paged_attention(
+    query: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    batch: AttentionBatch,
+) -> torch.Tensor:
+    """Attention output [tokens, heads, head_dim] for the packed ``query`` [tokens, heads, dim]."""
+    out = torch.empty_like(query)
+    if batch.num_decodes:
+        q = query[: batch.num_decodes].unsqueeze(2)
+        keys = _gather(k_cache, batch.decode_block_tables)
+        values = _gather(v_cache, batch.decode_block_tables)
+        attended = F.scaled_dot_product_attention(
+            q, keys, values, attn_mask=batch.decode_mask, enable_gqa=True
+        )
+        out[: batch.num_decodes] = attended.squeeze(2)
+    for span in batch.prefills:
+        rows = slice(span.query_start, span.query_start + span.query_len)
+        q = query[rows].transpose(0, 1).unsqueeze(0)
+        keys = _gather(k_cache, span.block_ids)[:, : span.context_len].unsqueeze(0)
+        values = _gather(v_cache, span.block_ids)[:, : span.context_len].unsqueeze(0)
+        attended = F.scaled_dot_product_attention(
+            q,
+            keys,
+            values,
+            attn_mask=span.mask,
+            is_causal=span.mask is None,
+            enable_gqa=True,
+        )
+        out[rows] = attended.squeeze(0).transpose(0, 1)
+    return out

@@ -1,0 +1,39 @@
+"""Engine settings: how big the batch and the KV cache are, and where the model runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+GIB = 1 << 30
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    """Settings of one engine instance.
+
+    ``kv_cache_bytes`` sizes the KV cache on CPU; on CUDA the cache takes
+    ``gpu_memory_utilization`` of the device memory left free after the weights load.
+    ``num_kv_blocks`` overrides both (tests use it to force preemption).
+    """
+
+    block_size: int = 16
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 2048
+    max_model_len: int | None = None
+    enable_prefix_caching: bool = True
+    device: str = "auto"
+    dtype: str = "auto"
+    kv_cache_bytes: int = 1 * GIB
+    gpu_memory_utilization: float = 0.85
+    num_kv_blocks: int | None = None
+    num_threads: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("block_size", "max_num_seqs", "max_num_batched_tokens"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.num_kv_blocks is not None and self.num_kv_blocks < 1:
+            raise ValueError("num_kv_blocks must be at least 1")
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError("gpu_memory_utilization must be in (0, 1]")

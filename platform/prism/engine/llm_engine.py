@@ -1,0 +1,254 @@
+"""The synchronous engine: add requests, run steps, read outputs, stats and KV events."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from prism.engine.config import EngineConfig
+from prism.engine.detokenizer import OutputText
+from prism.engine.kv_cache_manager import KVCacheManager
+from prism.engine.kv_events import KVEvent
+from prism.engine.model_runner import ModelRunner
+from prism.engine.request import FinishReason, Request, RequestOutput
+from prism.engine.sampler import SampledToken, sample
+from prism.engine.sampling_params import SamplingParams
+from prism.engine.scheduler import Scheduler
+from prism.errors import ContextTooLong, InvalidRequest
+from prism.hashing import cache_namespace, root_hash
+from prism.models import ModelConfig, load_tokenizer, resolve_model
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStats:
+    """A snapshot of the engine's load and cache counters (prefix counts are in tokens)."""
+
+    num_running: int
+    num_waiting: int
+    num_kv_blocks: int
+    num_free_kv_blocks: int
+    kv_cache_usage: float
+    prefix_cache_queries: int
+    prefix_cache_hits: int
+    num_preemptions: int
+
+
+class LLMEngine:
+    """Continuous batching over a paged KV cache for one model.
+
+    Not thread-safe: one thread drives ``step``; :class:`AsyncEngine` wraps it for asyncio.
+    """
+
+    def __init__(
+        self,
+        model_id: str,
+        model_path: Path,
+        config: EngineConfig | None = None,
+        tokenizer: Any | None = None,
+    ) -> None:
+        self.model_id = model_id
+        self.config = config or EngineConfig()
+        self.model_config = ModelConfig.from_folder(model_path)
+        self.tokenizer = tokenizer
+        self.runner = ModelRunner(self.model_config, model_path, self.config)
+        self.max_model_len = self._max_model_len()
+        self.kv = KVCacheManager(
+            self.runner.num_blocks, self.config.block_size, self.config.enable_prefix_caching
+        )
+        self.scheduler = Scheduler(self.config, self.kv)
+        self._requests: dict[str, Request] = {}
+        self._seed_source = torch.Generator().manual_seed(self.config.seed)
+        logger.info(
+            "engine ready: %s on %s (%s), %d KV blocks of %d tokens (%d tokens), max_model_len %d",
+            model_id,
+            self.runner.device,
+            str(self.runner.dtype).removeprefix("torch."),
+            self.runner.num_blocks,
+            self.config.block_size,
+            self.runner.num_blocks * self.config.block_size,
+            self.max_model_len,
+        )
+
+    @classmethod
+    def from_source(
+        cls, source: str | None = None, config: EngineConfig | None = None
+    ) -> LLMEngine:
+        """Build an engine for a model id, HF folder or GGUF file (the default model if None)."""
+        model = resolve_model(source)
+        return cls(model.model_id, model.path, config, load_tokenizer(model.path))
+
+    def _max_model_len(self) -> int:
+        model_len = self.config.max_model_len or self.model_config.max_position_embeddings
+        pool_len = self.runner.num_blocks * self.config.block_size
+        if pool_len < model_len:
+            logger.warning(
+                "KV cache holds %d tokens, less than the context of %d: max_model_len is %d",
+                pool_len,
+                model_len,
+                pool_len,
+            )
+        return min(model_len, pool_len)
+
+    def validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
+        """Raise :class:`InvalidRequest` if the request can never be served as given."""
+        if not prompt_token_ids:
+            raise InvalidRequest("the prompt is empty", "prompt")
+        vocab_size = self.model_config.vocab_size
+        if any(not 0 <= token < vocab_size for token in prompt_token_ids):
+            raise InvalidRequest("the prompt holds token ids outside the vocabulary", "prompt")
+        params.validate(vocab_size)
+        if params.stop and self.tokenizer is None:
+            raise InvalidRequest("stop strings need a tokenizer", "stop")
+        if len(prompt_token_ids) >= self.max_model_len:
+            raise ContextTooLong(
+                f"the prompt has {len(prompt_token_ids)} tokens; this model's context is "
+                f"{self.max_model_len} tokens, including at least one output token",
+                "prompt",
+            )
+        wanted = len(prompt_token_ids) + (params.max_tokens or 1)
+        if wanted > self.max_model_len:
+            raise ContextTooLong(
+                f"the prompt ({len(prompt_token_ids)} tokens) plus max_tokens "
+                f"({params.max_tokens}) exceeds this model's context of {self.max_model_len}",
+                "max_tokens",
+            )
+
+    def add_request(
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        cache_salt: str | None = None,
+    ) -> Request:
+        """Validate and queue a request."""
+        if request_id in self._requests:
+            raise InvalidRequest(f"request id {request_id!r} is already in use", "request_id")
+        self.validate(prompt_token_ids, params)
+        seed = params.seed
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (1,), generator=self._seed_source))
+        generator = torch.Generator(device=self.runner.device).manual_seed(seed)
+        text = None
+        if self.tokenizer is not None:
+            text = OutputText(
+                self.tokenizer, prompt_token_ids, params.stop, params.skip_special_tokens
+            )
+        request = Request(
+            request_id=request_id,
+            prompt_token_ids=list(prompt_token_ids),
+            params=params,
+            max_tokens=params.max_tokens or self.max_model_len - len(prompt_token_ids),
+            eos_token_ids=frozenset(self.model_config.eos_token_ids),
+            hash_root=root_hash(cache_namespace(self.model_id, cache_salt)),
+            block_size=self.config.block_size,
+            arrival_time=time.monotonic(),
+            generator=generator,
+            text=text,
+        )
+        self._requests[request_id] = request
+        self.scheduler.add(request)
+        return request
+
+    def abort_request(self, request_id: str) -> RequestOutput | None:
+        """Stop a request and free its blocks; None if it is unknown or already done."""
+        request = self._requests.pop(request_id, None)
+        if request is None:
+            return None
+        self._finish(request, FinishReason.ABORT)
+        return self._output(request, [], [])
+
+    def has_unfinished_requests(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    def step(self) -> list[RequestOutput]:
+        """Schedule, run the model once, sample, and report what each request gained."""
+        scheduled = self.scheduler.schedule()
+        if not scheduled.chunks:
+            return []
+        now = time.monotonic()
+        for chunk in scheduled.chunks:
+            if chunk.request.first_scheduled_time is None:
+                chunk.request.first_scheduled_time = now
+        logits, samplers = self.runner.execute(scheduled.chunks)
+        sampled = sample(logits, samplers)
+        self.scheduler.commit(scheduled)
+        return [
+            self._advance(request, token) for request, token in zip(samplers, sampled, strict=True)
+        ]
+
+    def _advance(self, request: Request, sampled: SampledToken) -> RequestOutput:
+        token_id = sampled.token_id
+        request.append_token(token_id)
+        if sampled.logprob is not None:
+            request.output_logprobs.append(sampled.logprob)
+        if request.first_token_time is None:
+            request.first_token_time = time.monotonic()
+        reason, stop = self._stop_reason(request, token_id)
+        if reason is not None:
+            request.stop_reason = stop
+            self._requests.pop(request.request_id, None)
+            self._finish(request, reason)
+        logprobs = [sampled.logprob] if sampled.logprob is not None else []
+        return self._output(request, [token_id], logprobs)
+
+    def _stop_reason(
+        self, request: Request, token_id: int
+    ) -> tuple[FinishReason | None, int | str | None]:
+        params = request.params
+        may_stop = len(request.output_token_ids) >= params.min_tokens
+        if may_stop and not params.ignore_eos and token_id in request.eos_token_ids:
+            return FinishReason.STOP, None
+        if may_stop and token_id in params.stop_token_ids:
+            return FinishReason.STOP, token_id
+        if request.text is not None:
+            stop = request.text.push(token_id, check_stop=may_stop)
+            if stop is not None:
+                return FinishReason.STOP, stop
+        if len(request.output_token_ids) >= request.max_tokens:
+            return FinishReason.LENGTH, None
+        if request.num_tokens >= self.max_model_len:
+            return FinishReason.LENGTH, None
+        return None, None
+
+    def _finish(self, request: Request, reason: FinishReason) -> None:
+        self.scheduler.finish(request, reason)
+        request.finish_time = time.monotonic()
+
+    def _output(self, request: Request, new_tokens: list[int], logprobs: list) -> RequestOutput:
+        finished = request.finished
+        return RequestOutput(
+            request_id=request.request_id,
+            new_token_ids=new_tokens,
+            new_text=request.text.take_delta(finished) if request.text is not None else "",
+            finished=finished,
+            finish_reason=request.finish_reason,
+            num_prompt_tokens=request.num_prompt_tokens,
+            num_output_tokens=len(request.output_token_ids),
+            num_cached_tokens=request.num_cached_tokens or 0,
+            logprobs=logprobs if request.params.logprobs is not None else None,
+            stop_reason=request.stop_reason,
+        )
+
+    def stats(self) -> EngineStats:
+        pool = self.kv.pool
+        return EngineStats(
+            num_running=len(self.scheduler.running),
+            num_waiting=len(self.scheduler.waiting),
+            num_kv_blocks=pool.num_blocks,
+            num_free_kv_blocks=pool.num_free,
+            kv_cache_usage=pool.usage,
+            prefix_cache_queries=self.scheduler.prefix_cache.queries,
+            prefix_cache_hits=self.scheduler.prefix_cache.hits,
+            num_preemptions=self.scheduler.num_preemptions,
+        )
+
+    def drain_events(self) -> list[KVEvent]:
+        """KV events (blocks stored, removed, cache cleared) since the last drain."""
+        return self.kv.pool.drain_events()

@@ -1,0 +1,73 @@
+"""Rotary position embeddings (RoPE), with the Llama 3 and linear frequency scalings."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from prism.errors import InvalidRequest
+
+
+def _base_inverse_frequencies(theta: float, head_dim: int) -> torch.Tensor:
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.int64).to(torch.float) / head_dim
+    return 1.0 / (theta**exponents)
+
+
+def _llama3_scaled(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
+    factor = scaling["factor"]
+    low = scaling["low_freq_factor"]
+    high = scaling["high_freq_factor"]
+    original_len = scaling["original_max_position_embeddings"]
+    wavelength = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelength > original_len / low, inv_freq / factor, inv_freq)
+    smooth = (original_len / wavelength - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    in_between = (wavelength >= original_len / high) & (wavelength <= original_len / low)
+    return torch.where(in_between, blended, scaled)
+
+
+def inverse_frequencies(theta: float, head_dim: int, scaling: dict | None) -> torch.Tensor:
+    """Per-pair rotation frequencies of RoPE, after the model's scaling rule."""
+    inv_freq = _base_inverse_frequencies(theta, head_dim)
+    rope_type = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    if rope_type == "default":
+        return inv_freq
+    if rope_type == "linear":
+        return inv_freq / scaling["factor"]
+    if rope_type == "llama3":
+        return _llama3_scaled(inv_freq, scaling)
+    raise InvalidRequest(f"RoPE scaling {rope_type!r} is not supported")
+
+
+class RotaryEmbedding:
+    """Precomputed cos/sin tables for every position up to ``max_positions``."""
+
+    def __init__(
+        self,
+        head_dim: int,
+        theta: float,
+        scaling: dict | None,
+        max_positions: int,
+        dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
+        inv_freq = inverse_frequencies(theta, head_dim, scaling)
+        positions = torch.arange(max_positions, dtype=torch.int64).float()
+        freqs = positions[:, None] * inv_freq[None, :]
+        angles = torch.cat((freqs, freqs), dim=-1)
+        self.cos = angles.cos().to(dtype=dtype, device=device)
+        self.sin = angles.sin().to(dtype=dtype, device=device)
+
+    def apply(
+        self, query: torch.Tensor, key: torch.Tensor, positions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rotate ``query`` [tokens, heads, dim] and ``key`` by their positions."""
+        cos = self.cos[positions].unsqueeze(1)
+        sin = self.sin[positions].unsqueeze(1)
+        return query * cos + _rotate_half(query) * sin, key * cos + _rotate_half(key) * sin
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)

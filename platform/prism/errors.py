@@ -1,0 +1,37 @@
+"""Typed errors of the Prism core.
+
+Each serving front end maps these to its protocol (HTTP status, gRPC code) in one place.
+"""
+
+from __future__ import annotations
+
+
+class PrismError(Exception):
+    """Base class of every error Prism raises on purpose."""
+
+
+class InvalidRequest(PrismError):
+    """The request cannot be served as given (a bad field, an impossible value).
+
+    ``param`` names the offending field when one is to blame.
+    """
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class ContextTooLong(InvalidRequest):
+    """The prompt, or prompt plus requested output, exceeds the model's context."""
+
+
+class ModelNotFound(PrismError):
+    """No model of that name is known or its files cannot be found."""
+
+
+class Overloaded(PrismError):
+    """The engine refuses new work until some of its queue drains."""
+
+
+class EngineDead(PrismError):
+    """The engine's step loop stopped; no request can make progress."""

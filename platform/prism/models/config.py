@@ -1,0 +1,126 @@
+"""The architecture facts of a Hugging Face checkpoint, read from its ``config.json``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from prism.errors import InvalidRequest, ModelNotFound
+
+# Supported architectures -> whether q/k/v projections always carry a bias.
+_ARCHITECTURES: dict[str, bool] = {
+    "LlamaForCausalLM": False,
+    "MistralForCausalLM": False,
+    "Qwen2ForCausalLM": True,
+}
+_DEFAULT_ROPE_THETA = 10_000.0
+_DEFAULT_RMS_NORM_EPS = 1e-6
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """Shapes and constants a decoder-only Llama-family model needs to run.
+
+    ``attention_bias``: the q/k/v projections carry a bias (always for Qwen2, whose o_proj
+    has none; Llama's ``attention_bias`` gives o_proj one as well).
+    ``rope_scaling`` is the HF rope dict (with ``rope_type``) or None for plain RoPE.
+    """
+
+    architecture: str
+    vocab_size: int
+    hidden_size: int
+    intermediate_size: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    rms_norm_eps: float
+    rope_theta: float
+    rope_scaling: dict[str, Any] | None
+    max_position_embeddings: int
+    tie_word_embeddings: bool
+    attention_bias: bool
+    mlp_bias: bool
+    bos_token_id: int | None
+    eos_token_ids: tuple[int, ...]
+
+    @classmethod
+    def from_folder(cls, path: Path | str) -> ModelConfig:
+        """Read ``config.json`` (and ``generation_config.json`` if present) of an HF folder."""
+        folder = Path(path)
+        raw = _read_json(folder / "config.json", required=True)
+        generation = _read_json(folder / "generation_config.json", required=False)
+
+        architectures = raw.get("architectures") or []
+        architecture = architectures[0] if architectures else None
+        if architecture not in _ARCHITECTURES:
+            supported = ", ".join(_ARCHITECTURES)
+            raise InvalidRequest(
+                f"unsupported model architecture {architecture!r} in {folder}; "
+                f"supported: {supported}"
+            )
+        hidden_size = _require(raw, "hidden_size", folder)
+        num_heads = _require(raw, "num_attention_heads", folder)
+        rope_theta, rope_scaling = _rope(raw)
+        bos_token_id = raw.get("bos_token_id")
+        if bos_token_id is None:
+            bos_token_id = generation.get("bos_token_id")
+        return cls(
+            architecture=architecture,
+            vocab_size=_require(raw, "vocab_size", folder),
+            hidden_size=hidden_size,
+            intermediate_size=_require(raw, "intermediate_size", folder),
+            num_layers=_require(raw, "num_hidden_layers", folder),
+            num_heads=num_heads,
+            num_kv_heads=raw.get("num_key_value_heads") or num_heads,
+            head_dim=raw.get("head_dim") or hidden_size // num_heads,
+            rms_norm_eps=float(raw.get("rms_norm_eps", _DEFAULT_RMS_NORM_EPS)),
+            rope_theta=rope_theta,
+            rope_scaling=rope_scaling,
+            max_position_embeddings=_require(raw, "max_position_embeddings", folder),
+            tie_word_embeddings=bool(raw.get("tie_word_embeddings", False)),
+            attention_bias=_ARCHITECTURES[architecture] or bool(raw.get("attention_bias", False)),
+            mlp_bias=bool(raw.get("mlp_bias", False)),
+            bos_token_id=bos_token_id,
+            eos_token_ids=_eos_token_ids(raw, generation),
+        )
+
+
+def _read_json(path: Path, *, required: bool) -> dict[str, Any]:
+    if not path.is_file():
+        if required:
+            raise ModelNotFound(f"no {path.name} in {path.parent}")
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"{path} is not valid JSON: {exc}") from exc
+
+
+def _require(raw: dict[str, Any], key: str, folder: Path) -> Any:
+    if raw.get(key) is None:
+        raise InvalidRequest(f"{folder / 'config.json'} lacks {key!r}")
+    return raw[key]
+
+
+def _rope(raw: dict[str, Any]) -> tuple[float, dict[str, Any] | None]:
+    """Return (theta, scaling) from transformers-5 ``rope_parameters`` or v4 keys."""
+    params = dict(raw.get("rope_parameters") or raw.get("rope_scaling") or {})
+    theta = float(params.pop("rope_theta", raw.get("rope_theta", _DEFAULT_ROPE_THETA)))
+    # transformers 4 configs sometimes say "type" where newer ones say "rope_type".
+    rope_type = params.pop("rope_type", params.pop("type", "default"))
+    if rope_type == "default":
+        return theta, None
+    return theta, {"rope_type": rope_type, **params}
+
+
+def _eos_token_ids(raw: dict[str, Any], generation: dict[str, Any]) -> tuple[int, ...]:
+    ids: list[int] = []
+    for source in (raw, generation):
+        value = source.get("eos_token_id")
+        for token_id in value if isinstance(value, list) else [value]:
+            if token_id is not None and token_id not in ids:
+                ids.append(token_id)
+    return tuple(ids)
