@@ -137,9 +137,9 @@ class AsyncEngine:
                 self._take_commands(block=not self.engine.has_unfinished_requests())
                 if self._stopping:
                     break
-                if self.engine.has_unfinished_requests():
-                    self._deliver(self.engine.step())
+                outputs = self.engine.step() if self.engine.has_unfinished_requests() else []
                 self._publish()
+                self._deliver(outputs)
         except BaseException as error:
             logger.exception("engine loop failed")
             self._error = error

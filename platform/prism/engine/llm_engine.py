@@ -167,6 +167,7 @@ class LLMEngine:
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished()
 
+    @torch.inference_mode()
     def step(self) -> list[RequestOutput]:
         """Schedule, run the model once, sample, and report what each request gained."""
         scheduled = self.scheduler.schedule()

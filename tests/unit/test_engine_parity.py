@@ -1,0 +1,102 @@
+"""Greedy outputs of Prism's engine equal HF ``generate`` token for token (fp32)."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import ReferenceModel, random_prompts
+from parity import assert_greedy_parity
+from prism.engine import EngineConfig, LLMEngine, SamplingParams
+from prism.models import apply_chat_template
+
+MAX_NEW_TOKENS = 24
+PROMPT_LENGTHS = [1, 2, 3, 5, 8, 13, 15, 16, 17, 21, 31, 32, 33, 47, 64, 90]
+
+
+def run_staggered(engine: LLMEngine, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
+    """Submit a few prompts per step, so requests join a batch that is already decoding."""
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+    outputs: dict[str, list[int]] = {str(i): [] for i in range(len(prompts))}
+    pending = list(enumerate(prompts))
+    while pending or engine.has_unfinished_requests():
+        for index, prompt in pending[:3]:
+            engine.add_request(str(index), prompt, params)
+        pending = pending[3:]
+        for output in engine.step():
+            outputs[output.request_id].extend(output.new_token_ids)
+    return [outputs[str(i)] for i in range(len(prompts))]
+
+
+TINY_SCENARIOS = {
+    "defaults": EngineConfig(num_kv_blocks=256),
+    "tiny-blocks-preemption": EngineConfig(block_size=2, num_kv_blocks=72),
+    "chunked-prefill": EngineConfig(block_size=4, num_kv_blocks=512, max_num_batched_tokens=7),
+    "no-prefix-cache": EngineConfig(block_size=8, num_kv_blocks=64, enable_prefix_caching=False),
+}
+
+
+@pytest.mark.parametrize("scenario", TINY_SCENARIOS)
+def test_greedy_matches_hf_on_tiny_llama(tiny_llama: ReferenceModel, scenario: str) -> None:
+    config = TINY_SCENARIOS[scenario]
+    engine = LLMEngine(tiny_llama.model_id, tiny_llama.path, config)
+    prompts = random_prompts(PROMPT_LENGTHS)
+
+    outputs = run_staggered(engine, prompts, MAX_NEW_TOKENS)
+
+    full_matches = sum(
+        assert_greedy_parity(tiny_llama.hf, prompt, tokens, MAX_NEW_TOKENS)
+        for prompt, tokens in zip(prompts, outputs, strict=True)
+    )
+    assert full_matches >= len(prompts) - 1, "more than one prompt parted at a near tie"
+    stats = engine.stats()
+    assert stats.num_free_kv_blocks == stats.num_kv_blocks
+    if scenario == "tiny-blocks-preemption":
+        assert stats.num_preemptions > 0
+
+
+def test_chunked_prefill_splits_long_prompts(tiny_llama: ReferenceModel) -> None:
+    engine = LLMEngine(
+        tiny_llama.model_id,
+        tiny_llama.path,
+        EngineConfig(block_size=4, num_kv_blocks=64, max_num_batched_tokens=7),
+    )
+    engine.add_request("long", random_prompts([40])[0], SamplingParams(max_tokens=1))
+    steps_before_first_token = 0
+    while not (outputs := engine.step()):
+        steps_before_first_token += 1
+    assert steps_before_first_token == 5  # 40 prompt tokens at 7 per step: 6 steps
+    assert outputs[0].finished
+
+
+SMOLLM2_QUESTIONS = [
+    "What is the capital of France?",
+    "Name three primary colors.",
+    "Write one sentence about the sea.",
+    "What is 12 plus 30?",
+]
+SMOLLM2_SCENARIOS = {
+    "defaults": EngineConfig(kv_cache_bytes=256 << 20),
+    "tiny-blocks-preemption-chunked": EngineConfig(
+        block_size=4, num_kv_blocks=26, max_num_batched_tokens=24
+    ),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scenario", SMOLLM2_SCENARIOS)
+def test_greedy_matches_hf_on_smollm2(
+    smollm2: ReferenceModel, smollm2_tokenizer, scenario: str
+) -> None:
+    engine = LLMEngine(smollm2.model_id, smollm2.path, SMOLLM2_SCENARIOS[scenario])
+    prompts = [
+        apply_chat_template(smollm2_tokenizer, [{"role": "user", "content": question}])
+        for question in SMOLLM2_QUESTIONS
+    ]
+    max_tokens = 20
+
+    outputs = run_staggered(engine, prompts, max_tokens)
+
+    for prompt, tokens in zip(prompts, outputs, strict=True):
+        assert_greedy_parity(smollm2.hf, prompt, tokens, max_tokens)
+    if scenario.startswith("tiny-blocks"):
+        assert engine.stats().num_preemptions > 0
