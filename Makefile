@@ -1,5 +1,5 @@
 # Prism: the README's commands. Set-up is idempotent: it only does what is missing.
-PYTHON ?= python3.11
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.prism-setup

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
 from conftest import ReferenceModel, random_prompts
 from parity import assert_greedy_parity
@@ -100,3 +102,56 @@ def test_greedy_matches_hf_on_smollm2(
         assert_greedy_parity(smollm2.hf, prompt, tokens, max_tokens)
     if scenario.startswith("tiny-blocks"):
         assert engine.stats().num_preemptions > 0
+
+
+def tiny_variant(folder, model) -> ReferenceModel:
+    model.eval().save_pretrained(folder)
+    return ReferenceModel(folder.name, folder, model)
+
+
+@pytest.fixture(scope="module")
+def architecture_variants(tmp_path_factory: pytest.TempPathFactory) -> list[ReferenceModel]:
+    """Qwen2 (q/k/v biases) and a Llama with llama3 RoPE scaling, o_proj bias, tied head."""
+    shape = dict(
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
+    llama3_rope = {
+        "rope_type": "llama3",
+        "rope_theta": 500_000.0,
+        "factor": 8.0,
+        "low_freq_factor": 1.0,
+        "high_freq_factor": 4.0,
+        "original_max_position_embeddings": 64,
+    }
+    torch.manual_seed(3)
+    folder = tmp_path_factory.mktemp("variants")
+    qwen = Qwen2ForCausalLM(Qwen2Config(**shape))
+    llama = LlamaForCausalLM(
+        LlamaConfig(
+            **shape, rope_parameters=llama3_rope, attention_bias=True, tie_word_embeddings=True
+        )
+    )
+    for module in (qwen, llama):  # random biases, so a dropped bias shows in the output
+        for name, parameter in module.named_parameters():
+            if name.endswith("bias"):
+                torch.nn.init.normal_(parameter, std=0.5)
+    return [tiny_variant(folder / "qwen2", qwen), tiny_variant(folder / "llama3-rope", llama)]
+
+
+def test_greedy_matches_hf_on_architecture_variants(
+    architecture_variants: list[ReferenceModel],
+) -> None:
+    prompts = random_prompts([3, 17, 70, 120])
+    for model in architecture_variants:
+        engine = LLMEngine(model.model_id, model.path, EngineConfig(num_kv_blocks=64))
+        outputs = run_staggered(engine, prompts, 16)
+        for prompt, tokens in zip(prompts, outputs, strict=True):
+            assert_greedy_parity(model.hf, prompt, tokens, 16)

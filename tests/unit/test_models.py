@@ -337,3 +337,20 @@ def test_converted_default_model_answers_paris_greedily(default_model: ResolvedM
     output = model.generate(prompt, max_new_tokens=20, do_sample=False)
 
     assert "Paris" in tokenizer.decode(output[0, prompt.shape[1] :], skip_special_tokens=True)
+
+
+def test_sliding_window_is_kept_only_where_the_model_uses_it(tmp_path: Path) -> None:
+    base = {
+        "vocab_size": 128,
+        "hidden_size": 64,
+        "intermediate_size": 128,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 32768,
+        "sliding_window": 4096,
+    }
+    mistral = write_config(tmp_path / "m", base | {"architectures": ["MistralForCausalLM"]})
+    qwen = write_config(tmp_path / "q", base | {"architectures": ["Qwen2ForCausalLM"]})
+
+    assert ModelConfig.from_folder(mistral).sliding_window == 4096
+    assert ModelConfig.from_folder(qwen).sliding_window is None

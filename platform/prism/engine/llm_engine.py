@@ -86,6 +86,14 @@ class LLMEngine:
 
     def _max_model_len(self) -> int:
         model_len = self.config.max_model_len or self.model_config.max_position_embeddings
+        window = self.model_config.sliding_window
+        if window is not None and window < model_len:
+            logger.warning(
+                "sliding-window attention is not implemented: max_model_len capped at the "
+                "window of %d tokens, where full attention gives the same result",
+                window,
+            )
+            model_len = window
         pool_len = self.runner.num_blocks * self.config.block_size
         if pool_len < model_len:
             logger.warning(

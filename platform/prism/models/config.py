@@ -45,6 +45,7 @@ class ModelConfig:
     mlp_bias: bool
     bos_token_id: int | None
     eos_token_ids: tuple[int, ...]
+    sliding_window: int | None = None
 
     @classmethod
     def from_folder(cls, path: Path | str) -> ModelConfig:
@@ -85,6 +86,7 @@ class ModelConfig:
             mlp_bias=bool(raw.get("mlp_bias", False)),
             bos_token_id=bos_token_id,
             eos_token_ids=_eos_token_ids(raw, generation),
+            sliding_window=_sliding_window(raw, architecture),
         )
 
 
@@ -124,3 +126,11 @@ def _eos_token_ids(raw: dict[str, Any], generation: dict[str, Any]) -> tuple[int
             if token_id is not None and token_id not in ids:
                 ids.append(token_id)
     return tuple(ids)
+
+
+def _sliding_window(raw: dict[str, Any], architecture: str) -> int | None:
+    """The attention window, where the model really uses one (Qwen2 only when enabled)."""
+    window = raw.get("sliding_window")
+    if architecture == "Qwen2ForCausalLM" and not raw.get("use_sliding_window", False):
+        return None
+    return int(window) if window else None
