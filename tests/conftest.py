@@ -16,6 +16,25 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 TINY_VOCAB = 256
+TINY_SHAPE = dict(
+    vocab_size=TINY_VOCAB,
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+)
+"""A 2-layer decoder with grouped-query attention: builds in milliseconds."""
+LLAMA3_ROPE = {
+    "rope_type": "llama3",
+    "rope_theta": 500_000.0,
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+}
+"""Llama 3 RoPE scaling with a short original context, so tiny prompts cross it."""
 
 
 @dataclass(frozen=True)
@@ -37,17 +56,7 @@ def random_prompts(lengths: list[int], seed: int = 1) -> list[list[int]]:
 def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> ReferenceModel:
     """A 2-layer random Llama with grouped-query attention, saved as an HF folder."""
     torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=TINY_VOCAB,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=None,
-        eos_token_id=None,
-    )
+    config = LlamaConfig(**TINY_SHAPE, bos_token_id=None, eos_token_id=None)
     model = LlamaForCausalLM(config).eval()
     path = tmp_path_factory.mktemp("models") / "tiny-llama"
     model.save_pretrained(path)

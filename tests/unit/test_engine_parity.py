@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from conftest import ReferenceModel, random_prompts
+from conftest import LLAMA3_ROPE, TINY_SHAPE, ReferenceModel, random_prompts
 from parity import assert_greedy_parity
 from prism.engine import EngineConfig, LLMEngine, SamplingParams
 from prism.models import apply_chat_template
@@ -112,31 +112,13 @@ def tiny_variant(folder, model) -> ReferenceModel:
 @pytest.fixture(scope="module")
 def architecture_variants(tmp_path_factory: pytest.TempPathFactory) -> list[ReferenceModel]:
     """Qwen2 (q/k/v biases) and a Llama with llama3 RoPE scaling, o_proj bias, tied head."""
-    shape = dict(
-        vocab_size=256,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        bos_token_id=None,
-        eos_token_id=None,
-    )
-    llama3_rope = {
-        "rope_type": "llama3",
-        "rope_theta": 500_000.0,
-        "factor": 8.0,
-        "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0,
-        "original_max_position_embeddings": 64,
-    }
+    shape = TINY_SHAPE | {"bos_token_id": None, "eos_token_id": None}
     torch.manual_seed(3)
     folder = tmp_path_factory.mktemp("variants")
     qwen = Qwen2ForCausalLM(Qwen2Config(**shape))
     llama = LlamaForCausalLM(
         LlamaConfig(
-            **shape, rope_parameters=llama3_rope, attention_bias=True, tie_word_embeddings=True
+            **shape, rope_parameters=LLAMA3_ROPE, attention_bias=True, tie_word_embeddings=True
         )
     )
     for module in (qwen, llama):  # random biases, so a dropped bias shows in the output

@@ -14,6 +14,7 @@ from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config
 
+from conftest import LLAMA3_ROPE, TINY_SHAPE
 from prism.errors import InvalidRequest, ModelNotFound
 from prism.models import (
     DEFAULT_MODEL_ID,
@@ -29,15 +30,7 @@ from prism.models import (
 )
 
 TinyLlama = tuple[Path, LlamaForCausalLM]
-TINY_LLAMA = dict(
-    vocab_size=128,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=256,
-)
+TINY_LLAMA = TINY_SHAPE
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +55,7 @@ def test_config_from_saved_tiny_llama_reads_every_field(tiny_llama: TinyLlama) -
 
     assert config == ModelConfig(
         architecture="LlamaForCausalLM",
-        vocab_size=128,
+        vocab_size=256,
         hidden_size=64,
         intermediate_size=128,
         num_layers=2,
@@ -72,7 +65,7 @@ def test_config_from_saved_tiny_llama_reads_every_field(tiny_llama: TinyLlama) -
         rms_norm_eps=1e-6,
         rope_theta=10_000.0,
         rope_scaling=None,
-        max_position_embeddings=256,
+        max_position_embeddings=512,
         tie_word_embeddings=False,
         attention_bias=False,
         mlp_bias=False,
@@ -109,35 +102,19 @@ def test_config_reads_transformers4_rope_keys_defaults_and_merged_eos(tmp_path: 
 
 
 def test_config_reads_transformers5_rope_parameters_with_scaling(tmp_path: Path) -> None:
-    llama3_rope = {
-        "rope_type": "llama3",
-        "rope_theta": 500_000.0,
-        "factor": 8.0,
-        "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0,
-        "original_max_position_embeddings": 8192,
-    }
     settings = TINY_LLAMA | {"max_position_embeddings": 16384}
-    hf_config = LlamaConfig(**settings, rope_parameters=llama3_rope)
+    hf_config = LlamaConfig(**settings, rope_parameters=LLAMA3_ROPE)
     hf_config.architectures = ["LlamaForCausalLM"]
     hf_config.save_pretrained(tmp_path)
 
     config = ModelConfig.from_folder(tmp_path)
 
     assert config.rope_theta == 500_000.0
-    assert config.rope_scaling == {k: v for k, v in llama3_rope.items() if k != "rope_theta"}
+    assert config.rope_scaling == {k: v for k, v in LLAMA3_ROPE.items() if k != "rope_theta"}
 
 
 def test_qwen2_config_has_attention_bias(tmp_path: Path) -> None:
-    Qwen2Config(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        architectures=["Qwen2ForCausalLM"],
-    ).save_pretrained(tmp_path)
+    Qwen2Config(**TINY_SHAPE, architectures=["Qwen2ForCausalLM"]).save_pretrained(tmp_path)
 
     config = ModelConfig.from_folder(tmp_path)
 
@@ -340,15 +317,7 @@ def test_converted_default_model_answers_paris_greedily(default_model: ResolvedM
 
 
 def test_sliding_window_is_kept_only_where_the_model_uses_it(tmp_path: Path) -> None:
-    base = {
-        "vocab_size": 128,
-        "hidden_size": 64,
-        "intermediate_size": 128,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "max_position_embeddings": 32768,
-        "sliding_window": 4096,
-    }
+    base = TINY_SHAPE | {"max_position_embeddings": 32768, "sliding_window": 4096}
     mistral = write_config(tmp_path / "m", base | {"architectures": ["MistralForCausalLM"]})
     qwen = write_config(tmp_path / "q", base | {"architectures": ["Qwen2ForCausalLM"]})
 
