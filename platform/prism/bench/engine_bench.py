@@ -1,0 +1,85 @@
+"""The engine benchmark: Prism's engine and the HF ``generate`` baseline, same conditions.
+
+Both run in this process, one after the other, with the same torch thread count, device,
+dtype and prompts. Prism's engine is freed before the baseline loads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+import torch
+
+from prism.bench.hf_baseline import measure_hf
+from prism.bench.machine import describe_machine
+from prism.bench.prism_runs import measure_prism
+from prism.bench.results import EngineBenchResult
+from prism.bench.workloads import Workload
+from prism.engine import EngineConfig
+from prism.engine.model_runner import available_cpus, resolve_device, resolve_dtype
+from prism.models import load_tokenizer, resolve_model
+
+logger = logging.getLogger(__name__)
+
+
+def run_engine_bench(
+    workload: Workload,
+    source: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    threads: int | None = None,
+    with_hf: bool = True,
+    progress: Callable[[str], None] = logger.info,
+) -> EngineBenchResult:
+    """Run ``workload`` on Prism's engine and, unless ``with_hf`` is False, on HF ``generate``.
+
+    ``threads`` defaults to the CPUs this process may use; ``progress`` hears of each phase.
+    """
+    started = datetime.now().astimezone().isoformat(timespec="seconds")
+    torch.set_num_threads(threads or available_cpus())
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    dtype_name = str(torch_dtype).removeprefix("torch.")
+    progress("loading the model")
+    model = resolve_model(source)
+    tokenizer = load_tokenizer(model.path)
+    prompts = workload.prompt_token_ids(tokenizer)
+    warmup = workload.warmup_token_ids(tokenizer)
+    config = EngineConfig(
+        max_num_seqs=workload.num_requests,
+        device=str(torch_device),
+        dtype=dtype_name,
+        num_threads=torch.get_num_threads(),
+    )
+    progress(
+        f"Prism engine: {workload.num_requests} requests x {workload.output_tokens} tokens, "
+        f"{dtype_name} on {torch_device}, {torch.get_num_threads()} threads"
+    )
+    prism = measure_prism(model, tokenizer, config, prompts, warmup, workload.sampling_params())
+    hf = None
+    if with_hf:
+        progress("HF transformers generate: the same workload as one static batch")
+        pad_token_id = tokenizer.pad_token_id
+        if pad_token_id is None:
+            pad_token_id = tokenizer.eos_token_id
+        hf = measure_hf(
+            model.path,
+            prompts,
+            warmup,
+            workload.output_tokens,
+            pad_token_id,
+            torch_device,
+            torch_dtype,
+        )
+    return EngineBenchResult(
+        date=started,
+        machine=describe_machine(torch_device),
+        model_id=model.model_id,
+        dtype=dtype_name,
+        workload=workload,
+        prompt_tokens=[len(prompt) for prompt in prompts],
+        prism=prism,
+        hf=hf,
+    )

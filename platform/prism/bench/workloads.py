@@ -1,0 +1,53 @@
+"""The standard benchmark workload: what is asked, how much is generated, how it is sampled."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+from prism.engine import SamplingParams
+from prism.models import apply_chat_template
+
+STORY_PROMPT = "Write a short story about a robot number {index}."
+# Warm-up runs on raw text that shares no prefix with the workload, so it caches no KV the
+# measured runs could reuse.
+WARMUP_TEXT = "Warm up the kernels before timing anything."
+WARMUP_TOKENS = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    """``num_requests`` chat prompts, each decoded greedily for exactly ``output_tokens``.
+
+    Request ``i`` is the single user message ``prompt_template.format(index=i)``, rendered by
+    the model's chat template. EOS is ignored so every request generates the same count.
+    """
+
+    num_requests: int
+    output_tokens: int
+    prompt_template: str = STORY_PROMPT
+
+    def __post_init__(self) -> None:
+        if self.num_requests < 1:
+            raise ValueError("a workload needs at least one request")
+        if self.output_tokens < 2:
+            raise ValueError("a decode rate needs at least 2 output tokens per request")
+
+    def prompt_texts(self) -> list[str]:
+        return [self.prompt_template.format(index=i) for i in range(self.num_requests)]
+
+    def prompt_token_ids(self, tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
+        """Every request's prompt, chat-templated and tokenized."""
+        return [
+            apply_chat_template(tokenizer, [{"role": "user", "content": text}])
+            for text in self.prompt_texts()
+        ]
+
+    def warmup_token_ids(self, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+        """A short raw prompt for untimed warm-up runs."""
+        return list(tokenizer.encode(WARMUP_TEXT))
+
+    def sampling_params(self) -> SamplingParams:
+        """Greedy, EOS ignored: exactly ``output_tokens`` per request."""
+        return SamplingParams(max_tokens=self.output_tokens, temperature=0.0, ignore_eos=True)

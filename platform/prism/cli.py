@@ -1,0 +1,196 @@
+"""The ``prism`` command line.
+
+Each subcommand is an ``_add_<name>`` function that declares its arguments and a
+``_run_<name>`` function that does the work. Results go to stdout; logs and progress go to
+stderr. Prism's own errors end the command with one ``prism: error: ...`` line and status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from transformers.utils import logging as transformers_logging
+
+from prism.bench import Workload, default_json_path, format_report, run_engine_bench, write_json
+from prism.engine import EngineConfig, LLMEngine, SamplingParams
+from prism.errors import PrismError
+from prism.models import apply_chat_template
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+AddParser = Callable[..., argparse.ArgumentParser]  # a subparsers action's add_parser
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "integer"  # how argparse names the type in its messages
+    return parse
+
+
+def _device(text: str) -> str:
+    if text not in ("auto", "cpu") and not text.startswith("cuda"):
+        raise argparse.ArgumentTypeError(f"expected auto, cpu or cuda[:N], got {text!r}")
+    if text.startswith("cuda") and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError("CUDA is not available on this machine")
+    return text
+
+
+def _common_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO")
+    return options
+
+
+def _engine_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--model",
+        metavar="SRC",
+        help="model id, HF model folder or .gguf file (default: the embedded SmolLM2-135M)",
+    )
+    options.add_argument("--device", type=_device, default="auto", help="auto, cpu or cuda[:N]")
+    options.add_argument("--dtype", choices=DTYPES, default="auto", help="weights and KV dtype")
+    options.add_argument(
+        "--threads",
+        type=_at_least(1),
+        metavar="N",
+        help="torch CPU threads (default: the CPUs this process may use)",
+    )
+    return options
+
+
+def _engine_config(args: argparse.Namespace) -> EngineConfig:
+    return EngineConfig(device=args.device, dtype=args.dtype, num_threads=args.threads)
+
+
+def _status(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _add_generate(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> None:
+    parser = add_parser(
+        "generate", parents=parents, help="answer one prompt, streaming the text to stdout"
+    )
+    parser.add_argument("prompt", metavar="PROMPT")
+    parser.add_argument("--max-tokens", type=int, default=256, metavar="N")
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 is greedy (default)")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, help="seed of the sampling noise")
+    parser.add_argument(
+        "--raw", action="store_true", help="tokenize PROMPT as is, without the chat template"
+    )
+    parser.set_defaults(run=_run_generate)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    engine = LLMEngine.from_source(args.model, _engine_config(args))
+    if args.raw:
+        prompt = list(engine.tokenizer.encode(args.prompt))
+    else:
+        prompt = apply_chat_template(engine.tokenizer, [{"role": "user", "content": args.prompt}])
+    params = SamplingParams(
+        max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+    )
+    engine.add_request("generate", prompt, params)
+    while engine.has_unfinished_requests():
+        for output in engine.step():
+            sys.stdout.write(output.new_text)
+            sys.stdout.flush()
+    sys.stdout.write("\n")
+    return 0
+
+
+def _add_bench(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> None:
+    parser = add_parser("bench", help="measure Prism against a baseline")
+    benchmarks = parser.add_subparsers(required=True, metavar="BENCHMARK")
+    engine = benchmarks.add_parser(
+        "engine",
+        parents=parents,
+        help="the standard workload on Prism's engine and on HF transformers generate",
+    )
+    engine.add_argument("--num-requests", type=_at_least(1), default=64, metavar="N")
+    engine.add_argument(
+        "--output-tokens", type=_at_least(2), default=128, metavar="N", help="per request"
+    )
+    engine.add_argument("--skip-hf", action="store_true", help="measure Prism only")
+    engine.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help="where to write the results (default: bench-results/engine-<timestamp>.json)",
+    )
+    engine.set_defaults(run=_run_bench_engine)
+
+
+def _run_bench_engine(args: argparse.Namespace) -> int:
+    result = run_engine_bench(
+        Workload(args.num_requests, args.output_tokens),
+        source=args.model,
+        device=args.device,
+        dtype=args.dtype,
+        threads=args.threads,
+        with_hf=not args.skip_hf,
+        progress=_status,
+    )
+    print(format_report(result))
+    path = args.json or default_json_path()
+    write_json(result, path)
+    _status(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``prism`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="prism", description="Prism: an LLM serving platform")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    parents = [_common_options(), _engine_options()]
+    _add_generate(commands.add_parser, parents)
+    _add_bench(commands.add_parser, parents)
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        transformers_logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``prism`` command; return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return args.run(args)
+    except PrismError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader left (`prism generate ... | head`): point stdout at /dev/null so the
+        # interpreter's final flush does not fail again, and stop quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

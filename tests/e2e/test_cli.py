@@ -1,0 +1,77 @@
+"""The ``prism`` command line, run as a subprocess on the embedded default model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def prism(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "prism.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_generate_streams_the_answer_to_a_factual_question() -> None:
+    result = prism("generate", "What is the capital of France?", "--max-tokens", "24")
+
+    assert result.returncode == 0, result.stderr
+    assert "Paris" in result.stdout
+    assert result.stdout.endswith("\n")
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "field"),
+    [("--max-tokens", "0", "max_tokens"), ("--temperature", "-1", "temperature")],
+)
+def test_generate_rejects_bad_sampling_settings_with_one_error_line(
+    option: str, value: str, field: str
+) -> None:
+    result = prism("generate", "Hello", option, value)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    errors = [line for line in result.stderr.splitlines() if line.startswith("prism: error:")]
+    assert len(errors) == 1
+    assert field in errors[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_bench_engine_writes_positive_numbers_for_both_engines(tmp_path: Path) -> None:
+    output = tmp_path / "engine.json"
+
+    result = prism(
+        "bench", "engine", "--num-requests", "2", "--output-tokens", "4", "--json", str(output)
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "output tok/s" in result.stdout
+    record = json.loads(output.read_text())
+    assert record["workload"]["num_requests"] == 2
+    assert record["machine"]["cpu_model"]
+    assert record["machine"]["torch_threads"] >= 1
+    for engine in ("prism", "hf"):
+        run = record[engine]
+        assert run["batch"]["output_tokens"] == 2 * 4
+        assert run["single"]["output_tokens"] == 4
+        for measure in (
+            run["batch"]["output_tokens_per_second"],
+            run["batch"]["ttft_mean_seconds"],
+            run["single"]["decode_tokens_per_second"],
+            run["single"]["ttft_seconds"],
+            run["load_seconds"],
+            run["memory"]["peak_bytes"],
+        ):
+            assert measure > 0
+    for ratio in record["ratio_prism_over_hf"].values():
+        assert ratio > 0
