@@ -18,8 +18,10 @@ import torch
 from transformers.utils import logging as transformers_logging
 
 from prism.bench import Workload, default_json_path, format_report, run_engine_bench, write_json
+from prism.config import DEFAULT_PROFILE, ConfigError, PlatformConfig, load_config
 from prism.engine import EngineConfig, LLMEngine, SamplingParams
 from prism.errors import PrismError
+from prism.launcher import Endpoints, serve_until_stopped
 from prism.models import apply_chat_template
 
 EXIT_USAGE = 2
@@ -153,12 +155,64 @@ def _run_bench_engine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_serve(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> None:
+    parser = add_parser(
+        "serve",
+        parents=parents,
+        help="run the platform: Ray, Redis and the OpenAI-compatible API, until Ctrl-C",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_PROFILE,
+        metavar="YAML",
+        help="deployment profile (default: deployments/local-cpu.yaml)",
+    )
+    parser.add_argument("--redis-url", help="use this Redis instead of starting an embedded one")
+    parser.add_argument("--host", help="HTTP bind address (overrides the profile)")
+    parser.add_argument("--port", type=int, help="HTTP port (overrides the profile)")
+    parser.add_argument(
+        "--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else start one)"
+    )
+    parser.set_defaults(run=_run_serve)
+
+
+def _serve_config(args: argparse.Namespace) -> PlatformConfig:
+    config = load_config(args.config)
+    http = {
+        name: value
+        for name, value in (("host", args.host), ("port", args.port))
+        if value is not None
+    }
+    redis = {"url": args.redis_url} if args.redis_url else {}
+    return config.model_copy(
+        update={
+            "http": config.http.model_copy(update=http),
+            "redis": config.redis.model_copy(update=redis),
+        }
+    )
+
+
+def _announce(endpoints: Endpoints) -> None:
+    print(f"OpenAI API:    {endpoints.openai_base_url}", flush=True)
+    print(f"Ray dashboard: {endpoints.dashboard_url or '(not running)'}", flush=True)
+    print(f"Metrics:       {endpoints.metrics_url}", flush=True)
+    print(f"Redis:         {endpoints.redis_url}", flush=True)
+    print("Prism is serving. Press Ctrl-C to stop.", flush=True)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    serve_until_stopped(_serve_config(args), _announce, args.ray_address)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``prism`` argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="prism", description="Prism: an LLM serving platform")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     parents = [_common_options(), _engine_options()]
     _add_generate(commands.add_parser, parents)
+    _add_serve(commands.add_parser, [_common_options()])
     _add_bench(commands.add_parser, parents)
     return parser
 
@@ -180,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     _configure_logging(args.verbose)
     try:
         return args.run(args)
-    except PrismError as error:
+    except (PrismError, ConfigError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

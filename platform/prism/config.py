@@ -1,0 +1,166 @@
+"""The platform config: models, engine settings, HTTP, Redis, routing and autoscaling.
+
+A deployment profile (``deployments/*.yaml``) is one :class:`PlatformConfig`. Errors name the
+file and the field, e.g. ``deployments/x.yaml: models.0.engine.block_size: ...``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from prism.engine import EngineConfig
+
+DEPLOYMENTS_DIR = Path(__file__).resolve().parents[2] / "deployments"
+DEFAULT_PROFILE = DEPLOYMENTS_DIR / "local-cpu.yaml"
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+class ConfigError(ValueError):
+    """A platform config that cannot be read or does not validate."""
+
+
+def _byte_size(value: object) -> object:
+    """Accept ``512MiB``, ``1GiB``, ``2G`` or a plain number of bytes."""
+    if not isinstance(value, str):
+        return value
+    match = _SIZE.match(value)
+    if match is None:
+        raise ValueError(f"not a size: {value!r} (try 512MiB or 2GiB)")
+    number, unit = match.groups()
+    return int(float(number) * _UNITS[(unit or "")[:1].upper()])
+
+
+ByteSize = Annotated[int, BeforeValidator(_byte_size), Field(gt=0)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EngineSettings(_Section):
+    """The engine of each replica; see :class:`prism.engine.EngineConfig`."""
+
+    block_size: int = Field(16, ge=1, le=1024)
+    max_num_seqs: int = Field(64, ge=1)
+    max_num_batched_tokens: int = Field(2048, ge=1)
+    max_model_len: int | None = Field(None, ge=2)
+    enable_prefix_caching: bool = True
+    device: str = "auto"
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    kv_cache_bytes: ByteSize = 1 << 30
+    gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
+    num_kv_blocks: int | None = Field(None, ge=1)
+    num_threads: int | None = Field(None, ge=1)
+    seed: int = 0
+
+    def to_engine_config(self) -> EngineConfig:
+        return EngineConfig(**self.model_dump())
+
+
+class ReplicaResources(_Section):
+    """What Ray reserves for one replica."""
+
+    num_cpus: float = Field(1.0, ge=0.0)
+    num_gpus: float = Field(0.0, ge=0.0)
+
+
+class AutoscalingSettings(_Section):
+    """Replica count bounds and the target load per replica (ongoing requests)."""
+
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    target_ongoing_requests: float = Field(32.0, gt=0.0)
+    upscale_delay_s: float = Field(10.0, ge=0.0)
+    downscale_delay_s: float = Field(120.0, ge=0.0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> AutoscalingSettings:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("min_replicas must not exceed max_replicas")
+        return self
+
+
+class ModelSettings(_Section):
+    """One served model: its name in the API, where its weights come from, its replicas."""
+
+    id: str = Field(min_length=1, pattern=r"^[\w.\-/:]+$")
+    source: str | None = None
+    engine: EngineSettings = EngineSettings()
+    replicas: int = Field(1, ge=1)
+    autoscaling: AutoscalingSettings | None = None
+    resources: ReplicaResources = ReplicaResources()
+    max_ongoing_requests: int = Field(256, ge=1)
+    max_queued_requests: int = Field(512, ge=-1)
+
+
+class HTTPSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key_env: str = "PRISM_API_KEY"
+    api_key_file: Path | None = None
+
+
+class RedisSettings(_Section):
+    """``url`` None: ``prism serve`` starts an embedded Redis server."""
+
+    url: str | None = None
+
+
+class RouterSettings(_Section):
+    """How the ingress picks a replica; ``pow2`` is power-of-two-choices on queue length."""
+
+    policy: Literal["pow2"] = "pow2"
+
+
+class RaySettings(_Section):
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(8265, ge=0, le=65535)
+    metrics_export_port: int = Field(8080, ge=0, le=65535)
+
+
+class PlatformConfig(_Section):
+    """Everything one ``prism serve`` deploys."""
+
+    models: list[ModelSettings] = Field(min_length=1)
+    http: HTTPSettings = HTTPSettings()
+    redis: RedisSettings = RedisSettings()
+    router: RouterSettings = RouterSettings()
+    ray: RaySettings = RaySettings()
+
+    @model_validator(mode="after")
+    def _unique_model_ids(self) -> PlatformConfig:
+        ids = [model.id for model in self.models]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"model ids must be unique: {', '.join(duplicates)}")
+        return self
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        lines.append(f"{where}: {item['msg']}")
+    return "; ".join(lines)
+
+
+def load_config(path: Path | str) -> PlatformConfig:
+    """Read and validate a deployment profile; :class:`ConfigError` names file and field."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot read: {error.strerror}") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from error
+    try:
+        return PlatformConfig.model_validate(raw if raw is not None else {})
+    except ValidationError as error:
+        raise ConfigError(f"{path}: {_describe(error)}") from error

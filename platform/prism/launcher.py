@@ -1,0 +1,91 @@
+"""``prism serve``: bring up Ray, Redis and the Serve application, and tear them down."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+import ray
+from ray import serve
+
+from prism.config import PlatformConfig
+from prism.redis_server import EmbeddedRedis
+from prism.serving.app import APP_NAME, build_app
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where a running platform can be reached."""
+
+    openai_base_url: str
+    dashboard_url: str | None
+    metrics_url: str
+    redis_url: str
+
+
+def _start_ray(config: PlatformConfig, address: str | None, stack: ExitStack) -> str | None:
+    """Join ``address`` (or $RAY_ADDRESS) if given, else start a local Ray; return the dashboard."""
+    address = address or os.environ.get("RAY_ADDRESS")
+    if address:
+        context = ray.init(address=address)
+        stack.callback(ray.shutdown)  # disconnects; a joined cluster keeps running
+        stack.callback(serve.delete, APP_NAME)
+    else:
+        context = ray.init(
+            include_dashboard=True,
+            dashboard_host=config.ray.dashboard_host,
+            dashboard_port=config.ray.dashboard_port,
+            _metrics_export_port=config.ray.metrics_export_port,
+        )
+        stack.callback(ray.shutdown)
+        stack.callback(serve.shutdown)
+    url = context.dashboard_url
+    return f"http://{url}" if url and not url.startswith("http") else url
+
+
+def start_platform(
+    config: PlatformConfig, stack: ExitStack, ray_address: str | None = None
+) -> Endpoints:
+    """Start everything ``config`` asks for; ``stack`` undoes it in reverse order."""
+    redis_url = config.redis.url
+    if redis_url is None:
+        redis_url = stack.enter_context(EmbeddedRedis()).url
+        config = config.model_copy(
+            update={"redis": config.redis.model_copy(update={"url": redis_url})}
+        )
+    dashboard = _start_ray(config, ray_address, stack)
+    serve.start(http_options={"host": config.http.host, "port": config.http.port})
+    serve.run(build_app(config), name=APP_NAME, route_prefix="/")
+    host = "127.0.0.1" if config.http.host in ("0.0.0.0", "::") else config.http.host
+    return Endpoints(
+        openai_base_url=f"http://{host}:{config.http.port}/v1",
+        dashboard_url=dashboard,
+        metrics_url=f"http://127.0.0.1:{config.ray.metrics_export_port}/metrics",
+        redis_url=redis_url,
+    )
+
+
+def serve_until_stopped(
+    config: PlatformConfig, announce: Callable[[Endpoints], None], ray_address: str | None = None
+) -> None:
+    """Run the platform until Ctrl-C or SIGTERM, then shut it all down cleanly."""
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with ExitStack() as stack:
+            announce(start_platform(config, stack, ray_address))
+            try:
+                while not stop.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                pass
+            logger.info("shutting down")
+    finally:
+        signal.signal(signal.SIGTERM, previous)

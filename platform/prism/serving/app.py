@@ -1,0 +1,69 @@
+"""Turns one platform config into a Ray Serve application."""
+
+from __future__ import annotations
+
+import re
+
+from ray import serve
+from ray.serve import Application
+
+from prism.config import ModelSettings, PlatformConfig
+from prism.serving.ingress import Ingress
+from prism.serving.llm_server import LLMServer
+
+APP_NAME = "prism"
+INGRESS_MAX_ONGOING_REQUESTS = 4096
+GRACEFUL_SHUTDOWN_TIMEOUT_S = 60.0
+
+
+def deployment_name(model: ModelSettings) -> str:
+    """A Serve deployment name for a model id (``LLMServer:<id>``, unsafe characters dashed)."""
+    return "LLMServer:" + re.sub(r"[^\w.\-]", "-", model.id)
+
+
+def _replica_options(model: ModelSettings) -> dict:
+    options: dict = {
+        "name": deployment_name(model),
+        "ray_actor_options": {
+            "num_cpus": model.resources.num_cpus,
+            "num_gpus": model.resources.num_gpus,
+        },
+        "max_ongoing_requests": model.max_ongoing_requests,
+        "max_queued_requests": model.max_queued_requests,
+        "graceful_shutdown_timeout_s": GRACEFUL_SHUTDOWN_TIMEOUT_S,
+        "health_check_period_s": 5.0,
+    }
+    if model.autoscaling is None:
+        options["num_replicas"] = model.replicas
+    else:
+        scaling = model.autoscaling
+        options["autoscaling_config"] = {
+            "min_replicas": scaling.min_replicas,
+            "initial_replicas": max(
+                scaling.min_replicas, min(model.replicas, scaling.max_replicas)
+            ),
+            "max_replicas": scaling.max_replicas,
+            "target_ongoing_requests": scaling.target_ongoing_requests,
+            "upscale_delay_s": scaling.upscale_delay_s,
+            "downscale_delay_s": scaling.downscale_delay_s,
+        }
+    return options
+
+
+def build_app(config: PlatformConfig) -> Application:
+    """One ``LLMServer`` deployment per model behind one ``Ingress``."""
+    servers = [
+        (
+            model.model_dump(mode="json"),
+            serve.deployment(LLMServer)
+            .options(**_replica_options(model))
+            .bind(model.model_dump(mode="json")),
+        )
+        for model in config.models
+    ]
+    ingress = serve.deployment(Ingress).options(
+        name="Ingress",
+        ray_actor_options={"num_cpus": 0},
+        max_ongoing_requests=INGRESS_MAX_ONGOING_REQUESTS,
+    )
+    return ingress.bind(servers, config.http.model_dump(mode="json"))

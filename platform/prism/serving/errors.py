@@ -1,0 +1,69 @@
+"""The one place where Prism's errors become OpenAI-style HTTP errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ray.exceptions import RayTaskError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
+
+from prism.errors import ContextTooLong, EngineDead, InvalidRequest, ModelNotFound, Overloaded
+
+
+@dataclass(frozen=True, slots=True)
+class APIError:
+    """An error as the API reports it: HTTP status and the OpenAI error body fields."""
+
+    status: int
+    message: str
+    type: str
+    code: str | None = None
+    param: str | None = None
+
+    def body(self) -> dict[str, dict[str, str | None]]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def unwrap(error: BaseException) -> BaseException:
+    """The original exception behind Ray's wrapper, when one crossed a process."""
+    while isinstance(error, RayTaskError) and error.cause is not None:
+        error = error.cause
+    return error
+
+
+def to_api_error(error: BaseException) -> APIError:
+    """Map any exception to its API form; unknown ones are internal errors (details hidden)."""
+    error = unwrap(error)
+    match error:
+        case ContextTooLong():
+            return APIError(
+                400, str(error), "invalid_request_error", "context_length_exceeded", error.param
+            )
+        case InvalidRequest():
+            return APIError(400, str(error), "invalid_request_error", None, error.param)
+        case ModelNotFound():
+            return APIError(404, str(error), "invalid_request_error", "model_not_found", "model")
+        case Overloaded() | BackPressureError():
+            return APIError(
+                429, "the server is overloaded; retry later", "overloaded_error", "overloaded"
+            )
+        case EngineDead() | DeploymentUnavailableError():
+            return APIError(503, "the model is unavailable; retry later", "service_unavailable")
+        case _:
+            return APIError(500, "internal server error", "internal_error")
+
+
+def unauthorized() -> APIError:
+    return APIError(
+        401,
+        "missing or invalid API key: send 'Authorization: Bearer <key>'",
+        "invalid_request_error",
+        "invalid_api_key",
+    )

@@ -1,0 +1,125 @@
+"""Running the engine requests behind one API call (several prompts, ``n`` choices each)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+
+from prism.engine import FinishReason, SamplingParams, TokenLogprob
+from prism.serving.llm_server import GenerateChunk, GenerateRequest
+
+
+@dataclass(slots=True)
+class Choice:
+    """One engine request answering one choice of the API call, and what it produced."""
+
+    index: int
+    prompt_index: int
+    stream: DeploymentResponseGenerator
+    first: GenerateChunk | None = None
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+    prompt_tokens: int = 0
+    cached_tokens: int = 0
+
+    def absorb(self, chunk: GenerateChunk) -> None:
+        output = chunk.output
+        self.text += output.new_text
+        self.token_ids.extend(output.new_token_ids)
+        self.logprobs.extend(output.logprobs or [])
+        self.prompt_tokens = output.num_prompt_tokens
+        self.cached_tokens = output.num_cached_tokens
+        if output.finished:
+            self.finish_reason = output.finish_reason
+
+
+def _choice_params(params: SamplingParams, choice: int) -> SamplingParams:
+    """Choices of a seeded request get distinct, reproducible seeds."""
+    return (
+        params if params.seed is None or choice == 0 else replace(params, seed=params.seed + choice)
+    )
+
+
+async def start_choices(
+    handle: DeploymentHandle,
+    request_id: str,
+    prompts: list[list[int]],
+    params: SamplingParams,
+    n: int,
+    cache_salt: str | None,
+) -> list[Choice]:
+    """Send every choice to the model and wait for each one's first output.
+
+    Errors the engine raises before producing anything (a too-long prompt, overload)
+    surface here, before a response has started; the other choices are then cancelled.
+    """
+    choices: list[Choice] = []
+    single = len(prompts) * n == 1
+    for prompt_index, prompt in enumerate(prompts):
+        for offset in range(n):
+            index = prompt_index * n + offset
+            engine_request = GenerateRequest(
+                request_id=request_id if single else f"{request_id}-{index}",
+                prompt_token_ids=prompt,
+                params=_choice_params(params, offset),
+                cache_salt=cache_salt,
+            )
+            stream = handle.generate.options(stream=True).remote(engine_request)
+            choices.append(Choice(index, prompt_index, stream))
+    try:
+        firsts = await asyncio.gather(*(anext(choice.stream) for choice in choices))
+    except BaseException:
+        cancel(choices)
+        raise
+    for choice, first in zip(choices, firsts, strict=True):
+        choice.first = first
+    return choices
+
+
+async def chunks_in_arrival_order(
+    choices: list[Choice],
+) -> AsyncIterator[tuple[Choice, GenerateChunk]]:
+    """Every chunk of every choice (the first ones included), as soon as each arrives."""
+    queue: asyncio.Queue[tuple[Choice, GenerateChunk] | BaseException | None] = asyncio.Queue()
+
+    async def pump(choice: Choice) -> None:
+        try:
+            await queue.put((choice, choice.first))
+            async for chunk in choice.stream:
+                await queue.put((choice, chunk))
+            await queue.put(None)
+        except BaseException as error:
+            await queue.put(error)
+
+    tasks = [asyncio.create_task(pump(choice)) for choice in choices]
+    try:
+        remaining = len(choices)
+        while remaining:
+            item = await queue.get()
+            if item is None:
+                remaining -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+def cancel(choices: list[Choice]) -> None:
+    """Cancel choices still running (their engine requests are aborted, blocks freed)."""
+    for choice in choices:
+        if choice.finish_reason is None:
+            choice.stream.cancel()
+
+
+def replicas(choices: list[Choice]) -> str:
+    """The replicas that served the choices, for the ``x-prism-replica`` header."""
+    seen = dict.fromkeys(choice.first.replica for choice in choices if choice.first is not None)
+    return ",".join(seen)

@@ -1,0 +1,122 @@
+"""The ``LLMServer`` deployment: one engine per replica, streaming outputs to the ingress."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from ray import serve
+
+from prism.config import ModelSettings
+from prism.engine import AsyncEngine, LLMEngine, RequestOutput, SamplingParams
+from prism.models import load_tokenizer, resolve_model
+from prism.serving.metrics import EngineMetrics
+
+logger = logging.getLogger(__name__)
+
+STATS_PERIOD_S = 1.0
+
+
+@dataclass(slots=True)
+class GenerateRequest:
+    """What the ingress hands a replica: tokens and settings, already validated for shape."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    cache_salt: str | None = None
+
+
+@dataclass(slots=True)
+class GenerateChunk:
+    """One streamed step of a request, tagged with the replica that produced it."""
+
+    output: RequestOutput
+    replica: str
+
+
+@dataclass(slots=True)
+class _RequestClock:
+    """Arrival and token times of one request, for its latency metrics."""
+
+    arrival: float
+    first_token: float | None = None
+    last_token: float | None = None
+    output_tokens: int = 0
+
+    def tick(self, num_tokens: int, gaps: list[float]) -> None:
+        now = time.monotonic()
+        if num_tokens and self.first_token is None:
+            self.first_token = now
+        elif num_tokens and self.last_token is not None:
+            gaps.append(now - self.last_token)
+        if num_tokens:
+            self.last_token = now
+            self.output_tokens += num_tokens
+
+
+class LLMServer:
+    """Hosts an :class:`AsyncEngine` for one model (a Serve deployment class)."""
+
+    async def __init__(self, settings: dict) -> None:
+        model = ModelSettings.model_validate(settings)
+        resolved = resolve_model(model.source)
+        engine = LLMEngine(
+            model.id,
+            resolved.path,
+            model.engine.to_engine_config(),
+            load_tokenizer(resolved.path),
+        )
+        self.model_id = model.id
+        self.engine = AsyncEngine(engine)
+        self.replica_id = serve.get_replica_context().replica_id.unique_id
+        self.metrics = EngineMetrics(model.id)
+        self._stats_task = asyncio.get_running_loop().create_task(self._export_stats())
+        logger.info("replica %s serves %s", self.replica_id, model.id)
+
+    async def _export_stats(self) -> None:
+        while True:
+            self.metrics.observe_stats(self.engine.stats())
+            await asyncio.sleep(STATS_PERIOD_S)
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateChunk]:
+        """Stream the request's outputs; a cancelled call aborts it and frees its blocks."""
+        clock = _RequestClock(time.monotonic())
+        gaps: list[float] = []
+        logger.info(
+            "request %s: %d prompt tokens", request.request_id, len(request.prompt_token_ids)
+        )
+        try:
+            async for output in self.engine.generate(
+                request.prompt_token_ids, request.params, request.request_id, request.cache_salt
+            ):
+                clock.tick(len(output.new_token_ids), gaps)
+                yield GenerateChunk(output, self.replica_id)
+        finally:
+            ttft = None if clock.first_token is None else clock.first_token - clock.arrival
+            self.metrics.observe_request(
+                len(request.prompt_token_ids),
+                clock.output_tokens,
+                ttft,
+                gaps,
+                time.monotonic() - clock.arrival,
+            )
+            logger.info(
+                "request %s: done, %d output tokens", request.request_id, clock.output_tokens
+            )
+
+    def stats(self) -> dict:
+        """The engine's current stats, as a plain dict."""
+        stats = self.engine.stats()
+        return {name: getattr(stats, name) for name in stats.__slots__}
+
+    def check_health(self) -> None:
+        """Serve's health probe: fails once the engine loop has died."""
+        self.engine.check_health()
+
+    def __del__(self) -> None:
+        self._stats_task.cancel()
+        self.engine.shutdown()

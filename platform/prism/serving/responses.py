@@ -1,0 +1,161 @@
+"""OpenAI response bodies and SSE streams for one API call, built from its choices."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi.responses import StreamingResponse
+
+from prism.engine import RequestOutput, TokenLogprob
+from prism.serving import openai_format as fmt
+from prism.serving.errors import to_api_error
+from prism.serving.fanout import Choice, cancel, chunks_in_arrival_order, replicas
+
+logger = logging.getLogger(__name__)
+
+REPLICA_HEADER = "x-prism-replica"
+
+
+def streaming_response(events: AsyncIterator[str], choices: list[Choice]) -> StreamingResponse:
+    """An SSE response over ``events``, naming the replicas that serve it."""
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={REPLICA_HEADER: replicas(choices), "cache-control": "no-cache"},
+    )
+
+
+class ResponseBuilder:
+    """Builds one API call's response, streamed or whole, from its choices' outputs."""
+
+    def __init__(
+        self, prefix: str, model_id: str, tokenizer: Any, include_usage: bool, logprobs: bool
+    ) -> None:
+        self.id = f"{prefix}-{uuid.uuid4().hex}"
+        self.model_id = model_id
+        self.tokenizer = tokenizer
+        self.created = int(time.time())
+        self.include_usage = include_usage
+        self.logprobs = logprobs
+
+    def _usage(self, choices: list[Choice]) -> dict:
+        firsts = {choice.prompt_index: choice for choice in reversed(choices)}
+        return fmt.usage(
+            sum(choice.prompt_tokens for choice in firsts.values()),
+            sum(len(choice.token_ids) for choice in choices),
+            sum(choice.cached_tokens for choice in firsts.values()),
+        )
+
+    async def _run(self, choices: list[Choice]) -> None:
+        try:
+            async for choice, chunk in chunks_in_arrival_order(choices):
+                choice.absorb(chunk)
+        finally:
+            cancel(choices)
+
+    def _envelope(self, kind: str, choices: list[dict], **extra: Any) -> dict:
+        return {
+            "id": self.id,
+            "object": kind,
+            "created": self.created,
+            "model": self.model_id,
+            "choices": choices,
+            **extra,
+        }
+
+    async def completion_body(self, choices: list[Choice]) -> dict:
+        await self._run(choices)
+        body = [
+            {
+                "index": choice.index,
+                "text": choice.text,
+                "logprobs": self._completion_logprobs(choice.logprobs, 0),
+                "finish_reason": fmt.finish_reason(choice.finish_reason),
+            }
+            for choice in choices
+        ]
+        return self._envelope("text_completion", body, usage=self._usage(choices))
+
+    async def chat_body(self, choices: list[Choice]) -> dict:
+        await self._run(choices)
+        body = [
+            {
+                "index": choice.index,
+                "message": {"role": "assistant", "content": choice.text},
+                "logprobs": self._chat_logprobs(choice.logprobs),
+                "finish_reason": fmt.finish_reason(choice.finish_reason),
+            }
+            for choice in choices
+        ]
+        return self._envelope("chat.completion", body, usage=self._usage(choices))
+
+    def _completion_logprobs(self, items: list[TokenLogprob], offset: int) -> dict | None:
+        return fmt.completion_logprobs(self.tokenizer, items, offset) if self.logprobs else None
+
+    def _chat_logprobs(self, items: list[TokenLogprob]) -> dict | None:
+        return fmt.chat_logprobs(self.tokenizer, items) if self.logprobs else None
+
+    def _completion_chunk(self, choice: Choice, output: RequestOutput, offset: int) -> dict:
+        return {
+            "index": choice.index,
+            "text": output.new_text,
+            "logprobs": self._completion_logprobs(output.logprobs or [], offset),
+            "finish_reason": fmt.finish_reason(output.finish_reason),
+        }
+
+    def _chat_chunk(self, choice: Choice, output: RequestOutput, offset: int) -> dict:
+        return {
+            "index": choice.index,
+            "delta": {"content": output.new_text} if output.new_text else {},
+            "logprobs": self._chat_logprobs(output.logprobs or []),
+            "finish_reason": fmt.finish_reason(output.finish_reason),
+        }
+
+    def completion_events(self, choices: list[Choice]) -> AsyncIterator[str]:
+        return self._events(choices, "text_completion", self._completion_chunk, role=False)
+
+    def chat_events(self, choices: list[Choice]) -> AsyncIterator[str]:
+        return self._events(choices, "chat.completion.chunk", self._chat_chunk, role=True)
+
+    async def _events(
+        self,
+        choices: list[Choice],
+        kind: str,
+        chunk_body: Callable[[Choice, RequestOutput, int], dict],
+        role: bool,
+    ) -> AsyncIterator[str]:
+        """SSE events: per-choice chunks, the usage chunk if asked, then ``[DONE]``.
+
+        An error after the stream started is sent as an error event before ``[DONE]``.
+        """
+        try:
+            if role:
+                for choice in choices:
+                    opening = {
+                        "index": choice.index,
+                        "delta": {"role": "assistant", "content": ""},
+                        "logprobs": None,
+                        "finish_reason": None,
+                    }
+                    yield fmt.sse(self._envelope(kind, [opening]))
+            async for choice, chunk in chunks_in_arrival_order(choices):
+                offset = len(choice.text)
+                choice.absorb(chunk)
+                output = chunk.output
+                if not (output.new_text or output.finished or output.logprobs):
+                    continue
+                body = chunk_body(choice, output, offset)
+                yield fmt.sse(self._envelope(kind, [body]))
+            if self.include_usage:
+                yield fmt.sse(self._envelope(kind, [], usage=self._usage(choices)))
+        except Exception as error:
+            api_error = to_api_error(error)
+            logger.error("stream %s failed", self.id, exc_info=error)
+            yield fmt.sse(api_error.body())
+        finally:
+            cancel(choices)
+        yield fmt.sse("[DONE]")
