@@ -8,16 +8,35 @@ stderr. Prism's own errors end the command with one ``prism: error: ...`` line a
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import openai
 import torch
+from tqdm import tqdm
 from transformers.utils import logging as transformers_logging
 
 from prism.bench import Workload, default_json_path, format_report, run_engine_bench, write_json
+from prism.bench.serve_bench import DEFAULT_TIMEOUT_SECONDS, run_serve_bench
+from prism.bench.serve_prompts import PROMPT_SETS
+from prism.bench.serve_report import (
+    default_serve_json_path,
+    format_serve_report,
+    write_serve_json,
+)
+from prism.bench.serve_results import ServeWorkload
+from prism.chat import (
+    PROMPT,
+    ChatSession,
+    converse,
+    describe_api_error,
+    enable_line_editing,
+    first_model_id,
+)
 from prism.config import DEFAULT_PROFILE, ConfigError, PlatformConfig, load_config
 from prism.engine import EngineConfig, LLMEngine, SamplingParams
 from prism.errors import PrismError
@@ -28,6 +47,9 @@ EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+DEFAULT_API_URL = "http://127.0.0.1:8000/v1"
+API_KEY_VARIABLES = ("PRISM_API_KEY", "OPENAI_API_KEY")
+NO_API_KEY = "none"  # the openai client insists on a key; a server without one ignores it
 
 AddParser = Callable[..., argparse.ArgumentParser]  # a subparsers action's add_parser
 
@@ -75,6 +97,34 @@ def _engine_options() -> argparse.ArgumentParser:
     return options
 
 
+def _server_options() -> argparse.ArgumentParser:
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument(
+        "--url", default=DEFAULT_API_URL, help="the OpenAI API base URL (default: %(default)s)"
+    )
+    options.add_argument(
+        "--model", metavar="ID", help="model id (default: the first the server lists)"
+    )
+    options.add_argument(
+        "--api-key", metavar="KEY", help="API key (default: $PRISM_API_KEY, else $OPENAI_API_KEY)"
+    )
+    return options
+
+
+def _api_key(args: argparse.Namespace) -> str:
+    from_environment = (os.environ.get(name) for name in API_KEY_VARIABLES)
+    return args.api_key or next(filter(None, from_environment), NO_API_KEY)
+
+
+@contextlib.contextmanager
+def _server_errors(url: str) -> Iterator[None]:
+    """Turn the openai client's errors into Prism's one-line errors."""
+    try:
+        yield
+    except openai.APIError as error:
+        raise PrismError(describe_api_error(error, url)) from None
+
+
 def _engine_config(args: argparse.Namespace) -> EngineConfig:
     return EngineConfig(device=args.device, dtype=args.dtype, num_threads=args.threads)
 
@@ -116,6 +166,44 @@ def _run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_chat(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> None:
+    parser = add_parser(
+        "chat",
+        parents=parents,
+        help="talk with a running server; /reset forgets, /exit or Ctrl-D quits",
+    )
+    parser.add_argument("--system", metavar="TEXT", help="a system message to start with")
+    parser.add_argument(
+        "--temperature", type=float, default=0.7, metavar="T", help="(default: %(default)s)"
+    )
+    parser.add_argument("--max-tokens", type=_at_least(1), default=512, metavar="N")
+    parser.set_defaults(run=_run_chat)
+
+
+def _run_chat(args: argparse.Namespace) -> int:
+    interactive = sys.stdin.isatty()
+    with _server_errors(args.url):
+        client = openai.OpenAI(base_url=args.url, api_key=_api_key(args), max_retries=0)
+        session = ChatSession(
+            client,
+            args.model or first_model_id(client),
+            system=args.system,
+            temperature=args.temperature,
+            max_tokens=args.max_tokens,
+        )
+        if interactive:
+            enable_line_editing()
+            _status(f"chatting with {session.model} at {args.url}; /reset forgets, /exit quits")
+        converse(
+            session,
+            input,
+            sys.stdout,
+            lambda message: print(f"prism: error: {message}", file=sys.stderr, flush=True),
+            prompt=PROMPT if interactive else "",
+        )
+    return 0
+
+
 def _add_bench(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> None:
     parser = add_parser("bench", help="measure Prism against a baseline")
     benchmarks = parser.add_subparsers(required=True, metavar="BENCHMARK")
@@ -136,6 +224,7 @@ def _add_bench(add_parser: AddParser, parents: list[argparse.ArgumentParser]) ->
         help="where to write the results (default: bench-results/engine-<timestamp>.json)",
     )
     engine.set_defaults(run=_run_bench_engine)
+    _add_bench_serve(benchmarks.add_parser)
 
 
 def _run_bench_engine(args: argparse.Namespace) -> int:
@@ -151,6 +240,65 @@ def _run_bench_engine(args: argparse.Namespace) -> int:
     print(format_report(result))
     path = args.json or default_json_path()
     write_json(result, path)
+    _status(f"wrote {path}")
+    return 0
+
+
+def _add_bench_serve(add_parser: AddParser) -> None:
+    parser = add_parser(
+        "serve",
+        parents=[_common_options(), _server_options()],
+        help="concurrent streaming clients against a running OpenAI-compatible server",
+    )
+    parser.add_argument("--concurrency", type=_at_least(1), default=8, metavar="N")
+    parser.add_argument("--requests", type=_at_least(1), default=64, metavar="N")
+    parser.add_argument(
+        "--max-tokens", type=_at_least(2), default=128, metavar="N", help="per request"
+    )
+    parser.add_argument("--prompt-set", choices=PROMPT_SETS, default=PROMPT_SETS[0])
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        metavar="S",
+        help="a request not done within S seconds counts as an error (default: %(default)g)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help="where to write the results (default: bench-results/serve-<timestamp>.json)",
+    )
+    parser.set_defaults(run=_run_bench_serve)
+
+
+def _run_bench_serve(args: argparse.Namespace) -> int:
+    workload = ServeWorkload(
+        num_requests=args.requests,
+        concurrency=args.concurrency,
+        max_tokens=args.max_tokens,
+        prompt_set=args.prompt_set,
+    )
+    api_key = _api_key(args)
+    with _server_errors(args.url):
+        client = openai.OpenAI(base_url=args.url, api_key=api_key, max_retries=0)
+        model = args.model or first_model_id(client)
+    with tqdm(total=args.requests, unit="req", file=sys.stderr, disable=None) as bar:
+        result = run_serve_bench(
+            args.url,
+            api_key,
+            model,
+            workload,
+            timeout_seconds=args.timeout,
+            progress=lambda message: bar.write(message, file=sys.stderr),
+            on_request_done=lambda record: bar.update(),
+        )
+    summary = result.summary
+    if not summary.completed:
+        raise PrismError(f"every request failed: {next(iter(summary.error_messages))}")
+    print(format_serve_report(result))
+    path = args.json or default_serve_json_path()
+    write_serve_json(result, path)
     _status(f"wrote {path}")
     return 0
 
@@ -212,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     parents = [_common_options(), _engine_options()]
     _add_generate(commands.add_parser, parents)
+    _add_chat(commands.add_parser, [_common_options(), _server_options()])
     _add_serve(commands.add_parser, [_common_options()])
     _add_bench(commands.add_parser, parents)
     return parser

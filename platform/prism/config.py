@@ -96,8 +96,8 @@ class ModelSettings(_Section):
     replicas: int = Field(1, ge=1)
     autoscaling: AutoscalingSettings | None = None
     resources: ReplicaResources = ReplicaResources()
-    max_ongoing_requests: int = Field(256, ge=1)
-    max_queued_requests: int = Field(512, ge=-1)
+    max_queued_requests: int = Field(256, ge=0)
+    """Requests a replica lets wait behind a full batch; more are refused (HTTP 429)."""
 
 
 class HTTPSettings(_Section):

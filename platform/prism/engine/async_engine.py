@@ -20,7 +20,7 @@ from prism.engine.kv_events import KVEvent
 from prism.engine.llm_engine import EngineStats, LLMEngine
 from prism.engine.request import RequestOutput
 from prism.engine.sampling_params import SamplingParams
-from prism.errors import EngineDead
+from prism.errors import EngineDead, InvalidRequest, Overloaded
 
 logger = logging.getLogger(__name__)
 
@@ -51,10 +51,19 @@ class _Stream:
 
 
 class AsyncEngine:
-    """Runs an :class:`LLMEngine` in a background thread and streams its outputs."""
+    """Runs an :class:`LLMEngine` in a background thread and streams its outputs.
 
-    def __init__(self, engine: LLMEngine) -> None:
+    With ``max_queued_requests`` set, a request that would make more than that many wait
+    behind a full batch (``max_num_seqs`` running) is refused with :class:`Overloaded`.
+    """
+
+    def __init__(self, engine: LLMEngine, max_queued_requests: int | None = None) -> None:
         self.engine = engine
+        self.max_in_flight = (
+            None
+            if max_queued_requests is None
+            else engine.config.max_num_seqs + max_queued_requests
+        )
         self._inbox: queue.SimpleQueue[_Add | _Abort | None] = queue.SimpleQueue()
         self._streams: dict[str, _Stream] = {}
         self._streams_lock = threading.Lock()
@@ -91,7 +100,9 @@ class AsyncEngine:
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
         with self._streams_lock:
             if request_id in self._streams:
-                raise ValueError(f"request id {request_id!r} is already streaming")
+                raise InvalidRequest(f"request id {request_id!r} is already in use", "request_id")
+            if self.max_in_flight is not None and len(self._streams) >= self.max_in_flight:
+                raise Overloaded(f"{len(self._streams)} requests in flight; retry later")
             self._streams[request_id] = stream
         if not self.healthy:
             with self._streams_lock:

@@ -28,8 +28,9 @@ def _replica_options(model: ModelSettings) -> dict:
             "num_cpus": model.resources.num_cpus,
             "num_gpus": model.resources.num_gpus,
         },
-        "max_ongoing_requests": model.max_ongoing_requests,
-        "max_queued_requests": model.max_queued_requests,
+        # The engine itself refuses requests past its queue bound (Overloaded, HTTP 429), so
+        # Serve must hand it a little more than that bound instead of queueing them itself.
+        "max_ongoing_requests": model.engine.max_num_seqs + model.max_queued_requests + 16,
         "graceful_shutdown_timeout_s": GRACEFUL_SHUTDOWN_TIMEOUT_S,
         "health_check_period_s": 5.0,
     }

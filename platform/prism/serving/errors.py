@@ -31,16 +31,24 @@ class APIError:
         }
 
 
-def unwrap(error: BaseException) -> BaseException:
-    """The original exception behind Ray's wrapper, when one crossed a process."""
+def as_prism_error(error: BaseException) -> BaseException:
+    """Prism's own error behind ``error``: Ray's wrapper removed, Serve's errors translated.
+
+    Serve's backpressure and unavailability errors must become Prism errors before they
+    leave a route: Serve installs its own plain-text handlers for them on the app.
+    """
     while isinstance(error, RayTaskError) and error.cause is not None:
         error = error.cause
+    if isinstance(error, BackPressureError):
+        return Overloaded("the model's request queue is full")
+    if isinstance(error, DeploymentUnavailableError):
+        return EngineDead("the model's replicas are unavailable")
     return error
 
 
 def to_api_error(error: BaseException) -> APIError:
     """Map any exception to its API form; unknown ones are internal errors (details hidden)."""
-    error = unwrap(error)
+    error = as_prism_error(error)
     match error:
         case ContextTooLong():
             return APIError(
@@ -50,11 +58,11 @@ def to_api_error(error: BaseException) -> APIError:
             return APIError(400, str(error), "invalid_request_error", None, error.param)
         case ModelNotFound():
             return APIError(404, str(error), "invalid_request_error", "model_not_found", "model")
-        case Overloaded() | BackPressureError():
+        case Overloaded():
             return APIError(
                 429, "the server is overloaded; retry later", "overloaded_error", "overloaded"
             )
-        case EngineDead() | DeploymentUnavailableError():
+        case EngineDead():
             return APIError(503, "the model is unavailable; retry later", "service_unavailable")
         case _:
             return APIError(500, "internal server error", "internal_error")

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, replace
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from prism.engine import FinishReason, SamplingParams, TokenLogprob
+from prism.serving.errors import as_prism_error
 from prism.serving.llm_server import GenerateChunk, GenerateRequest
 
 
@@ -60,19 +61,22 @@ async def start_choices(
     """
     choices: list[Choice] = []
     single = len(prompts) * n == 1
-    for prompt_index, prompt in enumerate(prompts):
-        for offset in range(n):
-            index = prompt_index * n + offset
-            engine_request = GenerateRequest(
-                request_id=request_id if single else f"{request_id}-{index}",
-                prompt_token_ids=prompt,
-                params=_choice_params(params, offset),
-                cache_salt=cache_salt,
-            )
-            stream = handle.generate.options(stream=True).remote(engine_request)
-            choices.append(Choice(index, prompt_index, stream))
     try:
+        for prompt_index, prompt in enumerate(prompts):
+            for offset in range(n):
+                index = prompt_index * n + offset
+                engine_request = GenerateRequest(
+                    request_id=request_id if single else f"{request_id}-{index}",
+                    prompt_token_ids=prompt,
+                    params=_choice_params(params, offset),
+                    cache_salt=cache_salt,
+                )
+                stream = handle.generate.options(stream=True).remote(engine_request)
+                choices.append(Choice(index, prompt_index, stream))
         firsts = await asyncio.gather(*(anext(choice.stream) for choice in choices))
+    except Exception as error:
+        cancel(choices)
+        raise as_prism_error(error) from error
     except BaseException:
         cancel(choices)
         raise
@@ -93,8 +97,11 @@ async def chunks_in_arrival_order(
             async for chunk in choice.stream:
                 await queue.put((choice, chunk))
             await queue.put(None)
-        except BaseException as error:
-            await queue.put(error)
+        except Exception as error:
+            await queue.put(as_prism_error(error))
+        except BaseException as error:  # cancelled: wake the consumer, then stop
+            queue.put_nowait(error)
+            raise
 
     tasks = [asyncio.create_task(pump(choice)) for choice in choices]
     try:

@@ -71,7 +71,7 @@ class LLMServer:
             load_tokenizer(resolved.path),
         )
         self.model_id = model.id
-        self.engine = AsyncEngine(engine)
+        self.engine = AsyncEngine(engine, model.max_queued_requests)
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         self.metrics = EngineMetrics(model.id)
         self._stats_task = asyncio.get_running_loop().create_task(self._export_stats())

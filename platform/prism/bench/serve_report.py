@@ -1,0 +1,90 @@
+"""Present a serving benchmark result: a text table for the terminal and a JSON record."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from prism.bench.serve_results import ServeBenchResult
+from prism.bench.serve_stats import Percentiles
+
+_LABEL_WIDTH = 28
+_VALUE_WIDTH = 11
+_MS = 1000.0
+
+
+def default_serve_json_path(now: datetime | None = None) -> Path:
+    """``bench-results/serve-<timestamp>.json`` under the working directory."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return Path("bench-results") / f"serve-{stamp}.json"
+
+
+def _cell(value: float | None, spec: str) -> str:
+    return f"{'-' if value is None else format(value, spec):>{_VALUE_WIDTH}}"
+
+
+def _latency_row(label: str, latency: Percentiles, scale: float, spec: str) -> str:
+    cells = (None if value is None else value * scale for value in dataclasses.astuple(latency))
+    return f"{label:<{_LABEL_WIDTH}}" + "".join(_cell(value, spec) for value in cells)
+
+
+def _line(label: str, value: str) -> str:
+    return f"{label:<{_LABEL_WIDTH}}{value:>{_VALUE_WIDTH}}"
+
+
+def format_serve_report(result: ServeBenchResult) -> str:
+    """Latency percentiles, throughput, errors, prefix-cache use and replicas, as a table."""
+    workload, summary = result.workload, result.summary
+    mean_prompt = summary.prompt_tokens / summary.completed if summary.completed else None
+    cached = summary.cached_prompt_fraction
+    lines = [
+        f"Serving benchmark: {result.model_id} at {result.url}",
+        f"workload: {workload.num_requests} requests x {workload.max_tokens} output tokens, "
+        f"{workload.concurrency} concurrent streams, prompt set {workload.prompt_set} "
+        f"({_cell(mean_prompt, '.1f').strip()} prompt tokens on average), greedy, EOS ignored",
+        "",
+        f"{'':<{_LABEL_WIDTH}}{'p50':>{_VALUE_WIDTH}}{'p90':>{_VALUE_WIDTH}}"
+        f"{'p99':>{_VALUE_WIDTH}}",
+        _latency_row("TTFT s", summary.ttft_seconds, 1.0, ".3f"),
+        _latency_row("inter-token latency ms", summary.inter_token_seconds, _MS, ".1f"),
+        _latency_row("end-to-end latency s", summary.end_to_end_seconds, 1.0, ".3f"),
+        "",
+        _line("requests/s", f"{summary.requests_per_second:.2f}"),
+        _line("output tok/s", f"{summary.output_tokens_per_second:.1f}"),
+        _line("wall time s", f"{summary.seconds:.2f}"),
+        _line("errors", f"{summary.errors}"),
+        _line("cached prompt tokens", "-" if cached is None else f"{cached:.1%}"),
+    ]
+    lines += [_line("replica " + name, f"{count} req") for name, count in summary.replicas.items()]
+    return "\n".join(lines)
+
+
+def serve_to_json(result: ServeBenchResult) -> dict[str, Any]:
+    """The result as JSON-ready data: machine, server, workload and every measure."""
+    summary = result.summary
+    return {
+        "benchmark": "serve",
+        "date": result.date,
+        "machine": dataclasses.asdict(result.machine),
+        "url": result.url,
+        "model": result.model_id,
+        "workload": {
+            **dataclasses.asdict(result.workload),
+            "sampling": "greedy, EOS ignored, streamed",
+        },
+        "results": {
+            **dataclasses.asdict(summary),
+            "requests_per_second": summary.requests_per_second,
+            "output_tokens_per_second": summary.output_tokens_per_second,
+            "cached_prompt_fraction": summary.cached_prompt_fraction,
+        },
+    }
+
+
+def write_serve_json(result: ServeBenchResult, path: Path) -> None:
+    """Write :func:`serve_to_json` of ``result`` to ``path``, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(serve_to_json(result), indent=2) + "\n")

@@ -1,0 +1,36 @@
+"""Percentiles of latency samples, the way the serving benchmark reports them."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The ``q``-th percentile (0-100) of ``values``, None when there are none.
+
+    Linear interpolation between the two nearest ranks (numpy's default): the p50 of an
+    even count is the mean of the middle two, p0 and p100 are the minimum and maximum.
+    """
+    if not 0 <= q <= 100:
+        raise ValueError(f"a percentile lies in [0, 100], got {q}")
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    below, above = math.floor(rank), math.ceil(rank)
+    return ordered[below] + (ordered[above] - ordered[below]) * (rank - below)
+
+
+@dataclass(frozen=True, slots=True)
+class Percentiles:
+    """The median, p90 and p99 of one latency, in seconds (None without samples)."""
+
+    p50: float | None
+    p90: float | None
+    p99: float | None
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Percentiles:
+        return cls(percentile(values, 50), percentile(values, 90), percentile(values, 99))

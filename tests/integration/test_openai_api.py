@@ -1,0 +1,130 @@
+"""The OpenAI API through the official client, against the real app on Ray Serve."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import MODEL_ID, Platform
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+@pytest.fixture(scope="module")
+def client(platform: Platform):
+    return platform.client()
+
+
+def test_models_lists_the_served_model(client) -> None:
+    models = client.models.list()
+    assert [model.id for model in models.data] == [MODEL_ID]
+
+
+def test_chat_answers_with_usage_and_replica_header(client) -> None:
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL_ID, messages=QUESTION, max_tokens=24, temperature=0
+    )
+    completion = raw.parse()
+    assert "Paris" in completion.choices[0].message.content
+    assert completion.choices[0].finish_reason == "stop"
+    usage = completion.usage
+    assert usage.prompt_tokens > 20 and 0 < usage.completion_tokens <= 24
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert raw.headers["x-prism-replica"]
+    assert raw.headers["x-request-id"]
+
+
+def test_streamed_chat_equals_whole_chat_and_ends_with_usage(client) -> None:
+    whole = client.chat.completions.create(
+        model=MODEL_ID, messages=QUESTION, max_tokens=16, temperature=0
+    )
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL_ID,
+            messages=QUESTION,
+            max_tokens=16,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == whole.choices[0].message.content
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_completions_take_text_or_token_prompts_and_stream(client) -> None:
+    text = client.completions.create(
+        model=MODEL_ID, prompt="The capital of France is", max_tokens=6, temperature=0
+    )
+    assert text.choices[0].text.strip()
+    assert text.choices[0].finish_reason == "length" and text.usage.completion_tokens == 6
+
+    streamed = client.completions.create(
+        model=MODEL_ID, prompt="The capital of France is", max_tokens=6, temperature=0, stream=True
+    )
+    assert "".join(chunk.choices[0].text for chunk in streamed) == text.choices[0].text
+
+    tokens = client.completions.create(model=MODEL_ID, prompt=[504, 3575, 282], max_tokens=3)
+    assert tokens.usage.prompt_tokens == 3
+
+
+def test_n_returns_distinct_choices(client) -> None:
+    completion = client.chat.completions.create(
+        model=MODEL_ID, messages=QUESTION, max_tokens=12, temperature=1.0, n=2, seed=5
+    )
+    assert sorted(choice.index for choice in completion.choices) == [0, 1]
+    texts = [choice.message.content for choice in completion.choices]
+    assert all(texts) and texts[0] != texts[1]
+    assert completion.usage.completion_tokens <= 2 * 12
+    assert completion.usage.completion_tokens > 12 or "length" not in {
+        choice.finish_reason for choice in completion.choices
+    }
+
+
+def test_stop_string_cuts_the_answer(client) -> None:
+    completion = client.chat.completions.create(
+        model=MODEL_ID, messages=QUESTION, max_tokens=24, temperature=0, stop=["Paris"]
+    )
+    choice = completion.choices[0]
+    assert choice.message.content == "The capital of France is "
+    assert choice.finish_reason == "stop"
+
+
+def test_seeded_sampling_is_reproducible(client) -> None:
+    def sample(seed: int) -> str:
+        story = [{"role": "user", "content": "Tell me a story about a cat."}]
+        completion = client.chat.completions.create(
+            model=MODEL_ID, messages=story, max_tokens=24, temperature=1.0, seed=seed
+        )
+        return completion.choices[0].message.content
+
+    assert sample(11) == sample(11)
+    assert sample(11) != sample(12)
+
+
+def test_repeated_prompt_reports_cached_tokens(client) -> None:
+    prompt = [{"role": "user", "content": "List three fruits that are red."}]
+    client.chat.completions.create(model=MODEL_ID, messages=prompt, max_tokens=4)
+    again = client.chat.completions.create(model=MODEL_ID, messages=prompt, max_tokens=4)
+    assert again.usage.prompt_tokens_details.cached_tokens > 0
+
+
+def test_logprobs_and_output_limit(client) -> None:
+    completion = client.chat.completions.create(
+        model=MODEL_ID,
+        messages=QUESTION,
+        max_completion_tokens=3,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=2,
+    )
+    choice = completion.choices[0]
+    assert choice.finish_reason == "length"
+    content = choice.logprobs.content
+    assert len(content) == 3
+    for item in content:
+        assert item.logprob <= 0 and len(item.top_logprobs) == 2
+        assert item.top_logprobs[0].logprob == pytest.approx(item.logprob, abs=1e-5)
