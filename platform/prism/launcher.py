@@ -14,6 +14,7 @@ import ray
 from ray import serve
 
 from prism.config import PlatformConfig
+from prism.models import resolve_model
 from prism.redis_server import EmbeddedRedis
 from prism.serving.app import APP_NAME, build_app
 
@@ -54,6 +55,8 @@ def start_platform(
     config: PlatformConfig, stack: ExitStack, ray_address: str | None = None
 ) -> Endpoints:
     """Start everything ``config`` asks for; ``stack`` undoes it in reverse order."""
+    for model in config.models:  # convert GGUF weights once here, not in every replica
+        resolve_model(model.source)
     redis_url = config.redis.url
     if redis_url is None:
         redis_url = stack.enter_context(EmbeddedRedis()).url
