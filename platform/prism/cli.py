@@ -24,7 +24,6 @@ from prism.bench import Workload, default_json_path, format_report, run_engine_b
 from prism.bench.serve_bench import DEFAULT_TIMEOUT_SECONDS, run_serve_bench
 from prism.bench.serve_prompts import PROMPT_SETS
 from prism.bench.serve_report import (
-    default_serve_json_path,
     format_serve_report,
     write_serve_json,
 )
@@ -238,7 +237,7 @@ def _run_bench_engine(args: argparse.Namespace) -> int:
         progress=_status,
     )
     print(format_report(result))
-    path = args.json or default_json_path()
+    path = args.json or default_json_path("engine")
     write_json(result, path)
     _status(f"wrote {path}")
     return 0
@@ -297,7 +296,7 @@ def _run_bench_serve(args: argparse.Namespace) -> int:
     if not summary.completed:
         raise PrismError(f"every request failed: {next(iter(summary.error_messages))}")
     print(format_serve_report(result))
-    path = args.json or default_serve_json_path()
+    path = args.json or default_json_path("serve")
     write_serve_json(result, path)
     _status(f"wrote {path}")
     return 0

@@ -78,17 +78,18 @@ def start_platform(
 def serve_until_stopped(
     config: PlatformConfig, announce: Callable[[Endpoints], None], ray_address: str | None = None
 ) -> None:
-    """Run the platform until Ctrl-C or SIGTERM, then shut it all down cleanly."""
+    """Run the platform until Ctrl-C or SIGTERM, then shut it all down cleanly.
+
+    The signal handlers go in after ``ray.init``, which installs its own SIGTERM handler;
+    SIGINT is handled explicitly too, since a server started in the background may inherit
+    it ignored.
+    """
     stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        with ExitStack() as stack:
-            announce(start_platform(config, stack, ray_address))
-            try:
-                while not stop.wait(0.5):
-                    pass
-            except KeyboardInterrupt:
-                pass
-            logger.info("shutting down")
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    with ExitStack() as stack:
+        endpoints = start_platform(config, stack, ray_address)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.signal(signum, lambda *_: stop.set())
+            stack.callback(signal.signal, signum, previous)
+        announce(endpoints)
+        stop.wait()
+        logger.info("shutting down")

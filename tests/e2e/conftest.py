@@ -37,7 +37,7 @@ class ServedPlatform:
             try:
                 self.process.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                os.killpg(self.process.pid, signal.SIGKILL)  # the server and all it started
                 self.process.wait()
         return self.process.returncode
 
@@ -62,7 +62,8 @@ def start_prism_serve(profile: Path) -> ServedPlatform:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", "PRISM_API_KEY": ""},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "PRISM_API_KEY": "", "RAY_ADDRESS": ""},
+        start_new_session=True,
     )
     served = ServedPlatform(process, f"http://127.0.0.1:{port}")
     ready = threading.Event()

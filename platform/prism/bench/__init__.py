@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from prism.bench.engine_bench import run_engine_bench
-from prism.bench.report import default_json_path, format_report, write_json
+from prism.bench.records import default_json_path
+from prism.bench.report import format_report, write_json
 from prism.bench.results import EngineBenchResult
 from prism.bench.workloads import Workload
 

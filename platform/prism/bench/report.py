@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
-from datetime import datetime
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from prism.bench.records import LABEL_WIDTH, VALUE_WIDTH, cell, write_record
 from prism.bench.results import EngineBenchResult, EngineRun
 
 _MIB = 1 << 20
-_LABEL_WIDTH = 28
-_VALUE_WIDTH = 11
 
 
 class _Row(NamedTuple):
@@ -25,12 +22,6 @@ class _Row(NamedTuple):
     ratio: float | None = None
 
 
-def default_json_path(now: datetime | None = None) -> Path:
-    """``bench-results/engine-<timestamp>.json`` under the working directory."""
-    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
-    return Path("bench-results") / f"engine-{stamp}.json"
-
-
 def _mib(value: int | None) -> float | None:
     return None if value is None else value / _MIB
 
@@ -40,10 +31,6 @@ def _added(run: EngineRun) -> int | None:
     if memory.peak_bytes is None or memory.baseline_bytes is None:
         return None
     return memory.peak_bytes - memory.baseline_bytes
-
-
-def _cell(value: float | None, spec: str) -> str:
-    return f"{'-' if value is None else format(value, spec):>{_VALUE_WIDTH}}"
 
 
 def _rows(result: EngineBenchResult) -> list[_Row]:
@@ -78,14 +65,14 @@ def format_report(result: EngineBenchResult) -> str:
         f"workload: {workload.num_requests} requests x {workload.output_tokens} output tokens, "
         f"prompts of {lengths[0]}-{lengths[-1]} tokens, greedy, EOS ignored",
         "",
-        f"{'':<{_LABEL_WIDTH}}{'Prism':>{_VALUE_WIDTH}}{'HF':>{_VALUE_WIDTH}}"
-        f"{'Prism/HF':>{_VALUE_WIDTH}}",
+        f"{'':<{LABEL_WIDTH}}{'Prism':>{VALUE_WIDTH}}{'HF':>{VALUE_WIDTH}}"
+        f"{'Prism/HF':>{VALUE_WIDTH}}",
     ]
     for row in _rows(result):
-        prism = _cell(row.value(result.prism), row.spec)
-        hf = _cell(None if result.hf is None else row.value(result.hf), row.spec)
-        ratio = "" if row.ratio is None else f"{row.ratio:>{_VALUE_WIDTH - 1}.2f}x"
-        lines.append(f"{row.label:<{_LABEL_WIDTH}}{prism}{hf}{ratio}")
+        prism = cell(row.value(result.prism), row.spec)
+        hf = cell(None if result.hf is None else row.value(result.hf), row.spec)
+        ratio = "" if row.ratio is None else f"{row.ratio:>{VALUE_WIDTH - 1}.2f}x"
+        lines.append(f"{row.label:<{LABEL_WIDTH}}{prism}{hf}{ratio}")
     return "\n".join(lines)
 
 
@@ -121,5 +108,4 @@ def to_json(result: EngineBenchResult) -> dict[str, Any]:
 
 def write_json(result: EngineBenchResult, path: Path) -> None:
     """Write :func:`to_json` of ``result`` to ``path``, creating its folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_json(result), indent=2) + "\n")
+    write_record(to_json(result), path)

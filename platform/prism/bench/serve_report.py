@@ -3,36 +3,23 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from prism.bench.records import LABEL_WIDTH, VALUE_WIDTH, cell, write_record
 from prism.bench.serve_results import ServeBenchResult
 from prism.bench.serve_stats import Percentiles
 
-_LABEL_WIDTH = 28
-_VALUE_WIDTH = 11
 _MS = 1000.0
-
-
-def default_serve_json_path(now: datetime | None = None) -> Path:
-    """``bench-results/serve-<timestamp>.json`` under the working directory."""
-    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
-    return Path("bench-results") / f"serve-{stamp}.json"
-
-
-def _cell(value: float | None, spec: str) -> str:
-    return f"{'-' if value is None else format(value, spec):>{_VALUE_WIDTH}}"
 
 
 def _latency_row(label: str, latency: Percentiles, scale: float, spec: str) -> str:
     cells = (None if value is None else value * scale for value in dataclasses.astuple(latency))
-    return f"{label:<{_LABEL_WIDTH}}" + "".join(_cell(value, spec) for value in cells)
+    return f"{label:<{LABEL_WIDTH}}" + "".join(cell(value, spec) for value in cells)
 
 
 def _line(label: str, value: str) -> str:
-    return f"{label:<{_LABEL_WIDTH}}{value:>{_VALUE_WIDTH}}"
+    return f"{label:<{LABEL_WIDTH}}{value:>{VALUE_WIDTH}}"
 
 
 def format_serve_report(result: ServeBenchResult) -> str:
@@ -44,10 +31,9 @@ def format_serve_report(result: ServeBenchResult) -> str:
         f"Serving benchmark: {result.model_id} at {result.url}",
         f"workload: {workload.num_requests} requests x {workload.max_tokens} output tokens, "
         f"{workload.concurrency} concurrent streams, prompt set {workload.prompt_set} "
-        f"({_cell(mean_prompt, '.1f').strip()} prompt tokens on average), greedy, EOS ignored",
+        f"({cell(mean_prompt, '.1f').strip()} prompt tokens on average), greedy, EOS ignored",
         "",
-        f"{'':<{_LABEL_WIDTH}}{'p50':>{_VALUE_WIDTH}}{'p90':>{_VALUE_WIDTH}}"
-        f"{'p99':>{_VALUE_WIDTH}}",
+        f"{'':<{LABEL_WIDTH}}{'p50':>{VALUE_WIDTH}}{'p90':>{VALUE_WIDTH}}{'p99':>{VALUE_WIDTH}}",
         _latency_row("TTFT s", summary.ttft_seconds, 1.0, ".3f"),
         _latency_row("inter-token latency ms", summary.inter_token_seconds, _MS, ".1f"),
         _latency_row("end-to-end latency s", summary.end_to_end_seconds, 1.0, ".3f"),
@@ -86,5 +72,4 @@ def serve_to_json(result: ServeBenchResult) -> dict[str, Any]:
 
 def write_serve_json(result: ServeBenchResult, path: Path) -> None:
     """Write :func:`serve_to_json` of ``result`` to ``path``, creating its folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(serve_to_json(result), indent=2) + "\n")
+    write_record(serve_to_json(result), path)

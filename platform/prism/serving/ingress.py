@@ -20,7 +20,7 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException
 
 from prism.config import HTTPSettings, ModelSettings
-from prism.errors import InvalidRequest, ModelNotFound
+from prism.errors import InvalidRequest, ModelNotFound, PrismError
 from prism.models import apply_chat_template, load_tokenizer, resolve_model
 from prism.serving.errors import APIError, to_api_error
 from prism.serving.fanout import replicas, start_choices
@@ -57,12 +57,15 @@ async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
     return _error_response(request, APIError(error.status_code, str(error.detail), kind))
 
 
+@app.exception_handler(PrismError)
+async def _prism_error(request: Request, error: PrismError) -> JSONResponse:
+    return _error_response(request, to_api_error(error))
+
+
 @app.exception_handler(Exception)
-async def _any_error(request: Request, error: Exception) -> JSONResponse:
-    api_error = to_api_error(error)
-    if api_error.status >= 500:
-        logger.error("request %s failed", request.state.request_id, exc_info=error)
-    return _error_response(request, api_error)
+async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
+    """Anything else is a bug: a 500 without details (Starlette logs the traceback)."""
+    return _error_response(request, to_api_error(error))
 
 
 @dataclass

@@ -1,0 +1,28 @@
+"""What every benchmark report shares: table cells and JSON records under bench-results/."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+LABEL_WIDTH = 28
+VALUE_WIDTH = 11
+
+
+def cell(value: float | None, spec: str) -> str:
+    """A right-aligned table cell; ``-`` for a missing value."""
+    return f"{'-' if value is None else format(value, spec):>{VALUE_WIDTH}}"
+
+
+def default_json_path(benchmark: str, now: datetime | None = None) -> Path:
+    """``bench-results/<benchmark>-<timestamp>.json`` under the working directory."""
+    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
+    return Path("bench-results") / f"{benchmark}-{stamp}.json"
+
+
+def write_record(record: dict[str, Any], path: Path) -> None:
+    """Write a JSON record to ``path``, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2) + "\n")
