@@ -3,53 +3,16 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from prism.models import ResolvedModel, load_tokenizer, resolve_model
+from support.models import TINY_SHAPE, ReferenceModel
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
-
-TINY_VOCAB = 256
-TINY_SHAPE = dict(
-    vocab_size=TINY_VOCAB,
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=512,
-)
-"""A 2-layer decoder with grouped-query attention: builds in milliseconds."""
-LLAMA3_ROPE = {
-    "rope_type": "llama3",
-    "rope_theta": 500_000.0,
-    "factor": 8.0,
-    "low_freq_factor": 1.0,
-    "high_freq_factor": 4.0,
-    "original_max_position_embeddings": 64,
-}
-"""Llama 3 RoPE scaling with a short original context, so tiny prompts cross it."""
-
-
-@dataclass(frozen=True)
-class ReferenceModel:
-    """A model folder for the engine plus the same weights in HF transformers (the oracle)."""
-
-    model_id: str
-    path: Path
-    hf: LlamaForCausalLM
-
-
-def random_prompts(lengths: list[int], seed: int = 1) -> list[list[int]]:
-    """Prompts of random token ids of the tiny model's vocabulary, one per length."""
-    generator = torch.Generator().manual_seed(seed)
-    return [torch.randint(0, TINY_VOCAB, (n,), generator=generator).tolist() for n in lengths]
 
 
 @pytest.fixture(scope="session")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ServedPlatform
 from prism.redis_server import free_port
+from support.prism_process import ServedPlatform
 
 pytestmark = pytest.mark.slow
 

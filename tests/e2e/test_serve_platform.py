@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import ServedPlatform
+from support.prism_process import ServedPlatform
 
 pytestmark = pytest.mark.slow
 

@@ -2,58 +2,17 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-import openai
 import pytest
 import ray
 from ray import serve
 
 from prism.config import PlatformConfig
 from prism.redis_server import EmbeddedRedis, free_port
-from prism.serving.app import APP_NAME, build_app, deployment_name
-
-API_KEY = "test-key-7f3a"
-MODEL_ID = "smollm2-135m-instruct"
-MAX_NUM_SEQS = 6
-MAX_QUEUED = 2
-
-
-@dataclass(frozen=True)
-class Platform:
-    """The running test platform: where to reach it and how to look inside."""
-
-    base_url: str
-    metrics_url: str
-    config: PlatformConfig
-
-    def client(self, **options) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=API_KEY, **options)
-
-    def http(self) -> httpx.Client:
-        headers = {"authorization": f"Bearer {API_KEY}"}
-        return httpx.Client(base_url=self.base_url, headers=headers, timeout=120)
-
-    def engine_stats(self) -> dict:
-        handle = serve.get_deployment_handle(
-            deployment_name(self.config.models[0]), app_name=APP_NAME
-        )
-        return handle.stats.remote().result()
-
-    def wait_until_idle(self, timeout: float = 30.0) -> dict:
-        """Engine stats once no request runs and every KV block is free again."""
-        deadline = time.monotonic() + timeout
-        while True:
-            stats = self.engine_stats()
-            idle = stats["num_running"] == stats["num_waiting"] == 0
-            if idle and stats["num_free_kv_blocks"] == stats["num_kv_blocks"]:
-                return stats
-            assert time.monotonic() < deadline, f"engine never went idle: {stats}"
-            time.sleep(0.1)
+from prism.serving.app import APP_NAME, build_app
+from support.live_platform import API_KEY, MAX_NUM_SEQS, MAX_QUEUED, MODEL_ID, Platform
 
 
 @pytest.fixture(scope="session")

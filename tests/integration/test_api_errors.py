@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import MODEL_ID, Platform
+from support.live_platform import MODEL_ID, Platform
 
 CHAT = "/v1/chat/completions"
 GOOD = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}

@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from conftest import API_KEY, MAX_NUM_SEQS, MAX_QUEUED, MODEL_ID, Platform
+from support.live_platform import API_KEY, MAX_NUM_SEQS, MAX_QUEUED, MODEL_ID, Platform
 
 STORY = {
     "model": MODEL_ID,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import MODEL_ID, Platform
+from support.live_platform import MODEL_ID, Platform
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 

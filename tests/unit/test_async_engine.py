@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from conftest import ReferenceModel, random_prompts
 from prism.engine import AsyncEngine, BlocksStored, EngineConfig, LLMEngine, SamplingParams
 from prism.errors import EngineDead, InvalidRequest
+from support.models import ReferenceModel, random_prompts
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from conftest import ReferenceModel, random_prompts
 from prism.engine import EngineConfig, FinishReason, LLMEngine, SamplingParams
+from support.models import ReferenceModel, random_prompts
 
 
 def random_params(rng: random.Random) -> SamplingParams:

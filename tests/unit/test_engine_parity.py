@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from conftest import LLAMA3_ROPE, TINY_SHAPE, ReferenceModel, random_prompts
-from parity import assert_greedy_parity
 from prism.engine import EngineConfig, LLMEngine, SamplingParams
 from prism.models import apply_chat_template
+from support.models import LLAMA3_ROPE, TINY_SHAPE, ReferenceModel, random_prompts
+from support.parity import assert_greedy_parity
 
 MAX_NEW_TOKENS = 24
 PROMPT_LENGTHS = [1, 2, 3, 5, 8, 13, 15, 16, 17, 21, 31, 32, 33, 47, 64, 90]

@@ -14,7 +14,6 @@ from tokenizers.models import WordLevel
 from tokenizers.pre_tokenizers import Whitespace
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, Qwen2Config
 
-from conftest import LLAMA3_ROPE, TINY_SHAPE
 from prism.errors import InvalidRequest, ModelNotFound
 from prism.models import (
     DEFAULT_MODEL_ID,
@@ -28,6 +27,7 @@ from prism.models import (
     registry,
     resolve_model,
 )
+from support.models import LLAMA3_ROPE, TINY_SHAPE
 
 TinyLlama = tuple[Path, LlamaForCausalLM]
 TINY_LLAMA = TINY_SHAPE

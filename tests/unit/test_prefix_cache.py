@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from conftest import ReferenceModel, random_prompts
 from prism.engine import BlocksRemoved, BlocksStored, EngineConfig, LLMEngine, SamplingParams
 from prism.hashing import block_hashes, cache_namespace
+from support.models import ReferenceModel, random_prompts
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
 

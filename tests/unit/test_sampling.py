@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import ReferenceModel, random_prompts
 from prism.engine import EngineConfig, FinishReason, LLMEngine, SamplingParams
 from prism.engine.request import Request
 from prism.engine.sampler import sample
 from prism.errors import ContextTooLong, InvalidRequest
+from support.models import ReferenceModel, random_prompts
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+"""Helpers shared by Prism's test suites (imported as ``support.*``)."""
