@@ -217,6 +217,11 @@ def _add_bench(add_parser: AddParser, parents: list[argparse.ArgumentParser]) ->
     )
     engine.add_argument("--skip-hf", action="store_true", help="measure Prism only")
     engine.add_argument(
+        "--weight-dtype",
+        choices=DTYPES[1:],
+        help="store Prism's matrices in this dtype (HF stays in --dtype)",
+    )
+    engine.add_argument(
         "--json",
         type=Path,
         metavar="PATH",
@@ -232,6 +237,7 @@ def _run_bench_engine(args: argparse.Namespace) -> int:
         source=args.model,
         device=args.device,
         dtype=args.dtype,
+        weight_dtype=args.weight_dtype,
         threads=args.threads,
         with_hf=not args.skip_hf,
         progress=_status,

@@ -54,6 +54,7 @@ class EngineSettings(_Section):
     enable_prefix_caching: bool = True
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    weight_dtype: Literal["float32", "bfloat16", "float16"] | None = None
     kv_cache_bytes: ByteSize = 1 << 30
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
     num_kv_blocks: int | None = Field(None, ge=1)

@@ -12,6 +12,7 @@ from support.models import LLAMA3_ROPE, TINY_SHAPE, ReferenceModel, random_promp
 from support.parity import assert_greedy_parity
 
 MAX_NEW_TOKENS = 24
+GREEDY_ANSWER = SamplingParams(max_tokens=24, temperature=0.0)
 PROMPT_LENGTHS = [1, 2, 3, 5, 8, 13, 15, 16, 17, 21, 31, 32, 33, 47, 64, 90]
 
 
@@ -137,3 +138,17 @@ def test_greedy_matches_hf_on_architecture_variants(
         outputs = run_staggered(engine, prompts, 16)
         for prompt, tokens in zip(prompts, outputs, strict=True):
             assert_greedy_parity(model.hf, prompt, tokens, 16)
+
+
+@pytest.mark.slow
+def test_bf16_weights_keep_the_answer(smollm2: ReferenceModel, smollm2_tokenizer) -> None:
+    """bf16 matrices (fp32 elsewhere) are a speed mode, not a parity mode: same answer."""
+    config = EngineConfig(kv_cache_bytes=64 << 20, weight_dtype="bfloat16")
+    engine = LLMEngine(smollm2.model_id, smollm2.path, config, smollm2_tokenizer)
+    question = [{"role": "user", "content": "What is the capital of France?"}]
+    engine.add_request("q", apply_chat_template(smollm2_tokenizer, question), GREEDY_ANSWER)
+    text = ""
+    while engine.has_unfinished_requests():
+        text += "".join(output.new_text for output in engine.step())
+    assert engine.runner.model.embed_weight.dtype == torch.bfloat16
+    assert "Paris" in text

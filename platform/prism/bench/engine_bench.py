@@ -29,6 +29,7 @@ def run_engine_bench(
     source: str | None = None,
     device: str = "auto",
     dtype: str = "auto",
+    weight_dtype: str | None = None,
     threads: int | None = None,
     with_hf: bool = True,
     progress: Callable[[str], None] = logger.info,
@@ -36,6 +37,7 @@ def run_engine_bench(
     """Run ``workload`` on Prism's engine and, unless ``with_hf`` is False, on HF ``generate``.
 
     ``threads`` defaults to the CPUs this process may use; ``progress`` hears of each phase.
+    ``weight_dtype`` stores Prism's matrices in another dtype; the baseline stays in ``dtype``.
     """
     started = datetime.now().astimezone().isoformat(timespec="seconds")
     torch.set_num_threads(threads or available_cpus())
@@ -51,11 +53,13 @@ def run_engine_bench(
         max_num_seqs=workload.num_requests,
         device=str(torch_device),
         dtype=dtype_name,
+        weight_dtype=weight_dtype,
         num_threads=torch.get_num_threads(),
     )
+    weights = f", {weight_dtype} weights" if weight_dtype else ""
     progress(
         f"Prism engine: {workload.num_requests} requests x {workload.output_tokens} tokens, "
-        f"{dtype_name} on {torch_device}, {torch.get_num_threads()} threads"
+        f"{dtype_name}{weights} on {torch_device}, {torch.get_num_threads()} threads"
     )
     prism = measure_prism(model, tokenizer, config, prompts, warmup, workload.sampling_params())
     hf = None
@@ -78,6 +82,7 @@ def run_engine_bench(
         machine=describe_machine(torch_device),
         model_id=model.model_id,
         dtype=dtype_name,
+        prism_weight_dtype=weight_dtype or dtype_name,
         workload=workload,
         prompt_tokens=[len(prompt) for prompt in prompts],
         prism=prism,

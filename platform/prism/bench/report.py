@@ -60,6 +60,7 @@ def format_report(result: EngineBenchResult) -> str:
     lengths = sorted(result.prompt_tokens)
     lines = [
         f"Engine benchmark: {result.model_id}, {result.dtype} on {machine.device} "
+        f"(Prism's weights {result.prism_weight_dtype}) "
         f"({machine.device_name}), {machine.torch_threads} torch threads, "
         f"torch {machine.torch_version}",
         f"workload: {workload.num_requests} requests x {workload.output_tokens} output tokens, "
@@ -91,6 +92,7 @@ def to_json(result: EngineBenchResult) -> dict[str, Any]:
         "machine": dataclasses.asdict(result.machine),
         "model": result.model_id,
         "dtype": result.dtype,
+        "prism_weight_dtype": result.prism_weight_dtype,
         "workload": {
             **dataclasses.asdict(result.workload),
             "prompt_tokens_min": min(result.prompt_tokens),

@@ -54,6 +54,7 @@ class EngineBenchResult:
     machine: Machine
     model_id: str
     dtype: str
+    prism_weight_dtype: str
     workload: Workload
     prompt_tokens: list[int]
     prism: EngineRun

@@ -14,6 +14,9 @@ class EngineConfig:
     ``kv_cache_bytes`` sizes the KV cache on CPU; on CUDA the cache takes
     ``gpu_memory_utilization`` of the device memory left free after the weights load.
     ``num_kv_blocks`` overrides both (tests use it to force preemption).
+    ``weight_dtype`` (None: as ``dtype``) stores the matrices in another dtype: on a CPU with
+    native bf16 (AVX512-BF16, AMX), ``dtype="float32", weight_dtype="bfloat16"`` runs the
+    matrix products in bf16 and everything else (norms, attention, KV cache) in fp32.
     """
 
     block_size: int = 16
@@ -23,6 +26,7 @@ class EngineConfig:
     enable_prefix_caching: bool = True
     device: str = "auto"
     dtype: str = "auto"
+    weight_dtype: str | None = None
     kv_cache_bytes: int = 1 * GIB
     gpu_memory_utilization: float = 0.85
     num_kv_blocks: int | None = None

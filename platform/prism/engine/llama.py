@@ -21,6 +21,18 @@ def _param(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> 
     return nn.Parameter(torch.empty(shape, dtype=dtype, device=device), requires_grad=False)
 
 
+def _linear(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``x @ weight.T + bias`` in the weight's dtype, returned in the activations' dtype.
+
+    With bf16 weights and fp32 activations only the matrix product runs in bf16.
+    """
+    if weight.dtype == x.dtype:
+        return F.linear(x, weight, bias)
+    return F.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
+
+
 def _take(weights: Weights, name: str) -> torch.Tensor:
     try:
         return weights.pop(name)
@@ -43,6 +55,7 @@ class RMSNorm(nn.Module):
 
 class Attention(nn.Module):
     def __init__(self, config: ModelConfig, dtype: torch.dtype, device: torch.device) -> None:
+        """``dtype`` is the dtype of the projection weights."""
         super().__init__()
         self.num_heads = config.num_heads
         self.num_kv_heads = config.num_kv_heads
@@ -75,7 +88,7 @@ class Attention(nn.Module):
         kv_cache: torch.Tensor,
         batch: AttentionBatch,
     ) -> torch.Tensor:
-        q, k, v = F.linear(x, self.qkv_weight, self.qkv_bias).split(self.split, dim=-1)
+        q, k, v = _linear(x, self.qkv_weight, self.qkv_bias).split(self.split, dim=-1)
         q = q.view(-1, self.num_heads, self.head_dim)
         k = k.view(-1, self.num_kv_heads, self.head_dim)
         v = v.view(-1, self.num_kv_heads, self.head_dim)
@@ -83,7 +96,7 @@ class Attention(nn.Module):
         k_cache, v_cache = kv_cache[0], kv_cache[1]
         write_kv(k_cache, v_cache, k, v, batch.slot_mapping)
         out = paged_attention(q, k_cache, v_cache, batch)
-        return F.linear(out.reshape(x.shape[0], -1), self.o_weight, self.o_bias)
+        return _linear(out.reshape(x.shape[0], -1), self.o_weight, self.o_bias)
 
 
 class MLP(nn.Module):
@@ -100,17 +113,23 @@ class MLP(nn.Module):
         self.down_weight.copy_(_take(weights, f"{prefix}.down_proj.weight"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = F.linear(x, self.gate_up_weight).chunk(2, dim=-1)
-        return F.linear(F.silu(gate) * up, self.down_weight)
+        gate, up = _linear(x, self.gate_up_weight).chunk(2, dim=-1)
+        return _linear(F.silu(gate) * up, self.down_weight)
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, config: ModelConfig, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        dtype: torch.dtype,
+        weight_dtype: torch.dtype,
+        device: torch.device,
+    ) -> None:
         super().__init__()
         self.input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
-        self.attention = Attention(config, dtype, device)
+        self.attention = Attention(config, weight_dtype, device)
         self.post_attention_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
-        self.mlp = MLP(config, dtype, device)
+        self.mlp = MLP(config, weight_dtype, device)
 
     def load(self, weights: Weights, prefix: str) -> None:
         self.input_norm.weight.copy_(_take(weights, f"{prefix}.input_layernorm.weight"))
@@ -133,7 +152,11 @@ class DecoderLayer(nn.Module):
 
 
 class LlamaModel(nn.Module):
-    """A Llama/Mistral/Qwen2 decoder whose attention reads and writes a paged KV cache."""
+    """A Llama/Mistral/Qwen2 decoder whose attention reads and writes a paged KV cache.
+
+    Activations, norms and the KV cache are in ``dtype``; the matrices (projections,
+    embedding, LM head) in ``weight_dtype`` (by default the same).
+    """
 
     def __init__(
         self,
@@ -141,19 +164,23 @@ class LlamaModel(nn.Module):
         max_positions: int,
         dtype: torch.dtype,
         device: torch.device,
+        weight_dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         if config.mlp_bias:
             raise ValueError("MLP biases are not supported")
         self.config = config
-        self.embed_weight = _param((config.vocab_size, config.hidden_size), dtype, device)
+        weight_dtype = weight_dtype or dtype
+        self.embed_weight = _param((config.vocab_size, config.hidden_size), weight_dtype, device)
         self.layers = nn.ModuleList(
-            DecoderLayer(config, dtype, device) for _ in range(config.num_layers)
+            DecoderLayer(config, dtype, weight_dtype, device) for _ in range(config.num_layers)
         )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
+        # The LM head stays in the activations' dtype: bf16 logits would round away the
+        # margins that greedy decisions depend on.
         self.lm_head_weight = (
             self.embed_weight
-            if config.tie_word_embeddings
+            if config.tie_word_embeddings and weight_dtype == dtype
             else _param((config.vocab_size, config.hidden_size), dtype, device)
         )
         self.rotary = RotaryEmbedding(
@@ -164,11 +191,14 @@ class LlamaModel(nn.Module):
     def load_weights(self, weights: Weights) -> None:
         """Copy a Hugging Face checkpoint's tensors in (``weights`` is consumed)."""
         weights = dict(weights)
-        self.embed_weight.copy_(_take(weights, "model.embed_tokens.weight"))
+        embeddings = _take(weights, "model.embed_tokens.weight")
+        self.embed_weight.copy_(embeddings)
         for index, layer in enumerate(self.layers):
             layer.load(weights, f"model.layers.{index}")
         self.norm.weight.copy_(_take(weights, "model.norm.weight"))
         head = weights.pop("lm_head.weight", None)
+        if self.config.tie_word_embeddings:
+            head = embeddings
         if self.lm_head_weight is not self.embed_weight:
             if head is None:
                 raise ValueError("checkpoint has no lm_head.weight and does not tie embeddings")
@@ -185,10 +215,10 @@ class LlamaModel(nn.Module):
         batch: AttentionBatch,
     ) -> torch.Tensor:
         """Hidden states [tokens, hidden] after the final norm; K/V go into ``kv_caches``."""
-        x = F.embedding(input_ids, self.embed_weight)
+        x = F.embedding(input_ids, self.embed_weight).to(self.rotary.cos.dtype)
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
             x = layer(x, positions, self.rotary, kv_cache, batch)
         return self.norm(x)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return F.linear(hidden, self.lm_head_weight).float()
+        return _linear(hidden, self.lm_head_weight).float()

@@ -50,10 +50,13 @@ class ModelRunner:
         self.block_size = config.block_size
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
+        self.weight_dtype = resolve_dtype(config.weight_dtype or config.dtype, self.device)
         if self.device.type == "cpu":
             torch.set_num_threads(config.num_threads or available_cpus())
         max_positions = config.max_model_len or model_config.max_position_embeddings
-        self.model = LlamaModel(model_config, max_positions, self.dtype, self.device)
+        self.model = LlamaModel(
+            model_config, max_positions, self.dtype, self.device, self.weight_dtype
+        )
         self.model.load_weights(load_state_dict(weights_path, self.dtype, self.device))
         self.num_blocks = self._count_kv_blocks(model_config)
         self.kv_caches = torch.zeros(
