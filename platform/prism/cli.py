@@ -215,6 +215,13 @@ def _add_bench(add_parser: AddParser, parents: list[argparse.ArgumentParser]) ->
     engine.add_argument(
         "--output-tokens", type=_at_least(2), default=128, metavar="N", help="per request"
     )
+    engine.add_argument(
+        "--prefill-tokens",
+        type=_at_least(1),
+        default=2000,
+        metavar="N",
+        help="length of the long prompt whose prefill is timed (default: %(default)s)",
+    )
     engine.add_argument("--skip-hf", action="store_true", help="measure Prism only")
     engine.add_argument(
         "--weight-dtype",
@@ -233,7 +240,7 @@ def _add_bench(add_parser: AddParser, parents: list[argparse.ArgumentParser]) ->
 
 def _run_bench_engine(args: argparse.Namespace) -> int:
     result = run_engine_bench(
-        Workload(args.num_requests, args.output_tokens),
+        Workload(args.num_requests, args.output_tokens, prefill_tokens=args.prefill_tokens),
         source=args.model,
         device=args.device,
         dtype=args.dtype,

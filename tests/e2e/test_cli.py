@@ -51,13 +51,23 @@ def test_bench_engine_writes_positive_numbers_for_both_engines(tmp_path: Path) -
     output = tmp_path / "engine.json"
 
     result = prism(
-        "bench", "engine", "--num-requests", "2", "--output-tokens", "4", "--json", str(output)
+        "bench",
+        "engine",
+        "--num-requests",
+        "2",
+        "--output-tokens",
+        "4",
+        "--prefill-tokens",
+        "300",
+        "--json",
+        str(output),
     )
 
     assert result.returncode == 0, result.stderr
     assert "output tok/s" in result.stdout
     record = json.loads(output.read_text())
     assert record["workload"]["num_requests"] == 2
+    assert record["workload"]["prefill_tokens"] == 300
     assert record["machine"]["cpu_model"]
     assert record["machine"]["torch_threads"] >= 1
     for engine in ("prism", "hf"):
@@ -70,6 +80,7 @@ def test_bench_engine_writes_positive_numbers_for_both_engines(tmp_path: Path) -
             run["single"]["decode_tokens_per_second"],
             run["single"]["ttft_seconds"],
             run["load_seconds"],
+            run["prefill_seconds"],
             run["memory"]["peak_bytes"],
         ):
             assert measure > 0

@@ -49,6 +49,7 @@ def run_engine_bench(
     tokenizer = load_tokenizer(model.path)
     prompts = workload.prompt_token_ids(tokenizer)
     warmup = workload.warmup_token_ids(tokenizer)
+    long_prompt = workload.prefill_token_ids(tokenizer)
     config = EngineConfig(
         max_num_seqs=workload.num_requests,
         device=str(torch_device),
@@ -61,7 +62,9 @@ def run_engine_bench(
         f"Prism engine: {workload.num_requests} requests x {workload.output_tokens} tokens, "
         f"{dtype_name}{weights} on {torch_device}, {torch.get_num_threads()} threads"
     )
-    prism = measure_prism(model, tokenizer, config, prompts, warmup, workload.sampling_params())
+    prism = measure_prism(
+        model, tokenizer, config, prompts, warmup, workload.sampling_params(), long_prompt
+    )
     hf = None
     if with_hf:
         progress("HF transformers generate: the same workload as one static batch")
@@ -76,6 +79,7 @@ def run_engine_bench(
             pad_token_id,
             torch_device,
             torch_dtype,
+            long_prompt,
         )
     return EngineBenchResult(
         date=started,

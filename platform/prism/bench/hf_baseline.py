@@ -60,6 +60,16 @@ class _Generator:
         seconds = time.perf_counter() - started
         return seconds, output.shape[0] * (output.shape[1] - input_ids.shape[1])
 
+    @torch.inference_mode()
+    def forward(self, prompt: list[int]) -> float:
+        """Seconds for one forward pass over ``prompt``."""
+        input_ids = torch.tensor([prompt], device=self.device)
+        _synchronize(self.device)
+        started = time.perf_counter()
+        self.model(input_ids=input_ids)
+        _synchronize(self.device)
+        return time.perf_counter() - started
+
 
 def measure_hf(
     model_path: Path,
@@ -69,6 +79,7 @@ def measure_hf(
     pad_token_id: int,
     device: torch.device,
     dtype: torch.dtype,
+    long_prompt: list[int],
 ) -> EngineRun:
     """Load the model with transformers and time the same single and batch runs as Prism's."""
     with PeakMemory(device) as memory:
@@ -81,6 +92,7 @@ def measure_hf(
         single_all, single_tokens = generator.run(prompts[:1], output_tokens)
         batch_first, _ = generator.run(prompts, 1)
         batch_all, batch_tokens = generator.run(prompts, output_tokens)
+        prefill_seconds = generator.forward(long_prompt)
     return EngineRun(
         load_seconds=load_seconds,
         batch=BatchRun(
@@ -94,5 +106,6 @@ def measure_hf(
             ttft_seconds=single_first,
             decode_seconds=single_all - single_first,
         ),
+        prefill_seconds=prefill_seconds,
         memory=memory.use,
     )

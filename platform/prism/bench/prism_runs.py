@@ -50,6 +50,7 @@ def measure_prism(
     prompts: list[list[int]],
     warmup: list[int],
     params: SamplingParams,
+    long_prompt: list[int],
 ) -> EngineRun:
     """Load the engine, warm it up, then time the single run and the batch run.
 
@@ -63,6 +64,7 @@ def measure_prism(
         _drive(engine, "warmup", [warmup], replace(params, max_tokens=WARMUP_TOKENS))
         single = _drive(engine, "single", prompts[:1], params)
         batch = _drive(engine, "batch", prompts, params)
+        prefill = _drive(engine, "prefill", [long_prompt], replace(params, max_tokens=1))
     first_token = min(single.first_tokens.values())
     return EngineRun(
         load_seconds=load_seconds,
@@ -77,5 +79,6 @@ def measure_prism(
             ttft_seconds=first_token - single.submitted,
             decode_seconds=single.finished - first_token,
         ),
+        prefill_seconds=prefill.finished - prefill.submitted,
         memory=memory.use,
     )

@@ -48,6 +48,11 @@ def _rows(result: EngineBenchResult) -> list[_Row]:
             result.single_decode_ratio,
         ),
         _Row("1 request: TTFT s", lambda r: r.single.ttft_seconds, ".3f"),
+        _Row(
+            f"{result.workload.prefill_tokens}-token prefill s",
+            lambda r: r.prefill_seconds,
+            ".3f",
+        ),
         _Row("load s", lambda r: r.load_seconds, ".2f"),
         _Row(f"peak {memory} MiB", lambda r: _mib(r.memory.peak_bytes), ".0f"),
         _Row(f"{memory} added MiB", lambda r: _mib(_added(r)), ".0f"),

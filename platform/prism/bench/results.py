@@ -38,11 +38,16 @@ class SingleRun:
 
 @dataclass(frozen=True, slots=True)
 class EngineRun:
-    """One engine's whole phase: loading, the batch run, the single run and its memory."""
+    """One engine's whole phase: loading, the batch, single and prefill runs, its memory.
+
+    ``prefill_seconds``: Prism's time to the first token of the long prompt; HF's time for
+    one forward pass over it.
+    """
 
     load_seconds: float
     batch: BatchRun
     single: SingleRun
+    prefill_seconds: float
     memory: MemoryUse
 
 

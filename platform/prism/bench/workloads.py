@@ -14,6 +14,7 @@ STORY_PROMPT = "Write a short story about a robot number {index}."
 # measured runs could reuse.
 WARMUP_TEXT = "Warm up the kernels before timing anything."
 WARMUP_TOKENS = 8
+PREFILL_SENTENCE = "Robot {index} crossed the old bridge to the market and counted the apples."
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +28,7 @@ class Workload:
     num_requests: int
     output_tokens: int
     prompt_template: str = STORY_PROMPT
+    prefill_tokens: int = 2000
 
     def __post_init__(self) -> None:
         if self.num_requests < 1:
@@ -47,6 +49,15 @@ class Workload:
     def warmup_token_ids(self, tokenizer: PreTrainedTokenizerBase) -> list[int]:
         """A short raw prompt for untimed warm-up runs."""
         return list(tokenizer.encode(WARMUP_TEXT))
+
+    def prefill_token_ids(self, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+        """One long raw prompt of exactly ``prefill_tokens`` tokens, shared with nothing else."""
+        ids: list[int] = []
+        index = 0
+        while len(ids) < self.prefill_tokens:
+            ids.extend(tokenizer.encode(PREFILL_SENTENCE.format(index=index) + " "))
+            index += 1
+        return ids[: self.prefill_tokens]
 
     def sampling_params(self) -> SamplingParams:
         """Greedy, EOS ignored: exactly ``output_tokens`` per request."""
