@@ -44,24 +44,33 @@ def write_kv(
     value: torch.Tensor,
     slot_mapping: torch.Tensor,
 ) -> None:
-    """Store one step's keys and values in their cache slots (``block * size + offset``)."""
-    num_kv_heads, head_dim = k_cache.shape[-2:]
-    k_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, key)
-    v_cache.view(-1, num_kv_heads, head_dim).index_copy_(0, slot_mapping, value)
+    """Store one step's keys and values [tokens, kv_heads, dim] in their cache slots.
+
+    A layer's cache is head-major, [kv_heads, blocks, block_size, dim], so the keys of a
+    run of blocks gather into one contiguous [kv_heads, tokens, dim] tensor per head.
+    A slot is ``block * block_size + offset``.
+    """
+    num_kv_heads, _, _, head_dim = k_cache.shape
+    k_cache.view(num_kv_heads, -1, head_dim).index_copy_(1, slot_mapping, key.transpose(0, 1))
+    v_cache.view(num_kv_heads, -1, head_dim).index_copy_(1, slot_mapping, value.transpose(0, 1))
 
 
 def _gather(cache: torch.Tensor, block_ids: torch.Tensor) -> torch.Tensor:
-    """Keys (or values) of the given blocks, as [..., heads, tokens, head_dim]."""
-    blocks = cache[block_ids]
-    *lead, num_blocks, block_size, heads, head_dim = blocks.shape
-    return blocks.reshape(*lead, num_blocks * block_size, heads, head_dim).transpose(-3, -2)
+    """Cached rows of ``block_ids`` ([blocks] or [seqs, blocks]): [kv_heads, ..., tokens, dim]."""
+    blocks = cache[:, block_ids]
+    num_kv_heads, *lead, num_blocks, block_size, head_dim = blocks.shape
+    return blocks.view(num_kv_heads, *lead, num_blocks * block_size, head_dim)
 
 
 def _decode_attention_sdpa(
     query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, batch: AttentionBatch
 ) -> torch.Tensor:
     attended = F.scaled_dot_product_attention(
-        query.unsqueeze(2), keys, values, attn_mask=batch.decode_mask, enable_gqa=True
+        query.unsqueeze(2),
+        keys.transpose(0, 1),
+        values.transpose(0, 1),
+        attn_mask=batch.decode_mask,
+        enable_gqa=True,
     )
     return attended.squeeze(2)
 
@@ -69,18 +78,20 @@ def _decode_attention_sdpa(
 def _decode_attention_cpu(
     query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, batch: AttentionBatch
 ) -> torch.Tensor:
-    """One query token per sequence as two batched matrix products per KV head group.
+    """One query token per sequence as two batched matrix products per KV head.
 
-    On CPU this beats SDPA's kernels for single-token queries (notably in bf16): the query
-    heads sharing a KV head are one matrix, so K and V are read once per group.
+    On CPU this beats SDPA's kernels for single-token queries (badly so in bf16): the query
+    heads sharing a KV head form one matrix, so each K and V row is read once. ``keys`` and
+    ``values`` are [kv_heads, seqs, tokens, dim], as gathered from the head-major cache.
     """
     num_seqs, num_heads, head_dim = query.shape
-    num_kv_heads = keys.shape[1]
+    num_kv_heads = keys.shape[0]
     grouped = query.view(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim)
+    grouped = grouped.transpose(0, 1)  # [kv_heads, seqs, group, dim]
     scores = torch.matmul(grouped, keys.transpose(-1, -2)) * head_dim**-0.5
-    scores = scores.masked_fill(~batch.decode_mask, float("-inf"))
+    scores = scores.masked_fill(~batch.decode_mask.transpose(0, 1), float("-inf"))
     attended = torch.matmul(scores.softmax(dim=-1), values)
-    return attended.view(num_seqs, num_heads, head_dim)
+    return attended.transpose(0, 1).reshape(num_seqs, num_heads, head_dim)
 
 
 def paged_attention(

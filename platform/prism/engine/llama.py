@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prism.engine.attention import AttentionBatch, paged_attention, write_kv
-from prism.engine.rotary import RotaryEmbedding
+from prism.engine.rotary import RotaryEmbedding, Rotation
 from prism.models import ModelConfig
 
 Weights = dict[str, torch.Tensor]
@@ -83,8 +83,7 @@ class Attention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        positions: torch.Tensor,
-        rotary: RotaryEmbedding,
+        rotation: Rotation,
         kv_cache: torch.Tensor,
         batch: AttentionBatch,
     ) -> torch.Tensor:
@@ -92,7 +91,7 @@ class Attention(nn.Module):
         q = q.view(-1, self.num_heads, self.head_dim)
         k = k.view(-1, self.num_kv_heads, self.head_dim)
         v = v.view(-1, self.num_kv_heads, self.head_dim)
-        q, k = rotary.apply(q, k, positions)
+        q, k = rotation.apply(q, k)
         k_cache, v_cache = kv_cache[0], kv_cache[1]
         write_kv(k_cache, v_cache, k, v, batch.slot_mapping)
         out = paged_attention(q, k_cache, v_cache, batch)
@@ -142,12 +141,11 @@ class DecoderLayer(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        positions: torch.Tensor,
-        rotary: RotaryEmbedding,
+        rotation: Rotation,
         kv_cache: torch.Tensor,
         batch: AttentionBatch,
     ) -> torch.Tensor:
-        x = x + self.attention(self.input_norm(x), positions, rotary, kv_cache, batch)
+        x = x + self.attention(self.input_norm(x), rotation, kv_cache, batch)
         return x + self.mlp(self.post_attention_norm(x))
 
 
@@ -216,8 +214,9 @@ class LlamaModel(nn.Module):
     ) -> torch.Tensor:
         """Hidden states [tokens, hidden] after the final norm; K/V go into ``kv_caches``."""
         x = F.embedding(input_ids, self.embed_weight).to(self.rotary.cos.dtype)
+        rotation = self.rotary.at(positions)
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            x = layer(x, positions, self.rotary, kv_cache, batch)
+            x = layer(x, rotation, kv_cache, batch)
         return self.norm(x)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -63,9 +63,9 @@ class ModelRunner:
             (
                 model_config.num_layers,
                 2,
+                model_config.num_kv_heads,
                 self.num_blocks,
                 self.block_size,
-                model_config.num_kv_heads,
                 model_config.head_dim,
             ),
             dtype=self.dtype,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -59,12 +60,21 @@ class RotaryEmbedding:
         self.cos = angles.cos().to(dtype=dtype, device=device)
         self.sin = angles.sin().to(dtype=dtype, device=device)
 
-    def apply(
-        self, query: torch.Tensor, key: torch.Tensor, positions: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def at(self, positions: torch.Tensor) -> Rotation:
+        """The rotation of a step's tokens, looked up once and shared by every layer."""
+        return Rotation(self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1))
+
+
+@dataclass(frozen=True, slots=True)
+class Rotation:
+    """cos/sin [tokens, 1, dim] of one step's positions."""
+
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+    def apply(self, query: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Rotate ``query`` [tokens, heads, dim] and ``key`` by their positions."""
-        cos = self.cos[positions].unsqueeze(1)
-        sin = self.sin[positions].unsqueeze(1)
+        cos, sin = self.cos, self.sin
         return query * cos + _rotate_half(query) * sin, key * cos + _rotate_half(key) * sin
 
 
