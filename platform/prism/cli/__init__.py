@@ -1,0 +1,72 @@
+"""The ``prism`` command line.
+
+Each subcommand lives in its own module with an ``add_<name>`` function that declares its
+arguments and a ``_run_<name>`` function that does the work. Results go to stdout; logs and
+progress go to stderr. Prism's own errors end the command with one ``prism: error: ...``
+line and status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from transformers.utils import logging as transformers_logging
+
+from prism.cli.bench import add_bench
+from prism.cli.chat import add_chat
+from prism.cli.generate import add_generate
+from prism.cli.options import (
+    EXIT_BROKEN_PIPE,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    common_options,
+    engine_options,
+    server_options,
+)
+from prism.cli.serve import add_serve
+from prism.config import ConfigError
+from prism.errors import PrismError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``prism`` argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog="prism", description="Prism: an LLM serving platform")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    parents = [common_options(), engine_options()]
+    add_generate(commands.add_parser, parents)
+    add_chat(commands.add_parser, [common_options(), server_options()])
+    add_serve(commands.add_parser, [common_options()])
+    add_bench(commands.add_parser, parents)
+    return parser
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        transformers_logging.disable_progress_bar()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``prism`` command; return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return args.run(args)
+    except (PrismError, ConfigError) as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # The reader left (`prism generate ... | head`): point stdout at /dev/null so the
+        # interpreter's final flush does not fail again, and stop quietly.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE

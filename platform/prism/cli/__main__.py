@@ -1,0 +1,5 @@
+"""``python -m prism.cli``."""
+
+from prism.cli import main
+
+raise SystemExit(main())

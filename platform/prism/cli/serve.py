@@ -1,0 +1,61 @@
+"""``prism serve``: run the platform until Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from prism.cli.options import AddParser
+from prism.config import DEFAULT_PROFILE, PlatformConfig, load_config
+from prism.launcher import Endpoints, serve_until_stopped
+
+
+def add_serve(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> None:
+    parser = add_parser(
+        "serve",
+        parents=parents,
+        help="run the platform: Ray, Redis and the OpenAI-compatible API, until Ctrl-C",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_PROFILE,
+        metavar="YAML",
+        help="deployment profile (default: deployments/local-cpu.yaml)",
+    )
+    parser.add_argument("--redis-url", help="use this Redis instead of starting an embedded one")
+    parser.add_argument("--host", help="HTTP bind address (overrides the profile)")
+    parser.add_argument("--port", type=int, help="HTTP port (overrides the profile)")
+    parser.add_argument(
+        "--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else start one)"
+    )
+    parser.set_defaults(run=_run_serve)
+
+
+def _serve_config(args: argparse.Namespace) -> PlatformConfig:
+    config = load_config(args.config)
+    http = {
+        name: value
+        for name, value in (("host", args.host), ("port", args.port))
+        if value is not None
+    }
+    redis = {"url": args.redis_url} if args.redis_url else {}
+    return config.model_copy(
+        update={
+            "http": config.http.model_copy(update=http),
+            "redis": config.redis.model_copy(update=redis),
+        }
+    )
+
+
+def _announce(endpoints: Endpoints) -> None:
+    print(f"OpenAI API:    {endpoints.openai_base_url}", flush=True)
+    print(f"Ray dashboard: {endpoints.dashboard_url or '(not running)'}", flush=True)
+    print(f"Metrics:       {endpoints.metrics_url}", flush=True)
+    print(f"Redis:         {endpoints.redis_url}", flush=True)
+    print("Prism is serving. Press Ctrl-C to stop.", flush=True)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    serve_until_stopped(_serve_config(args), _announce, args.ray_address)
+    return 0
