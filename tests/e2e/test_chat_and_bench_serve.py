@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from prism.redis_server import free_port
-from support.prism_process import ServedPlatform
+from support.prism_process import ServedPlatform, run_prism
 
 pytestmark = pytest.mark.slow
-
-
-def prism(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "prism.cli", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +20,7 @@ def api_url(served_platform: ServedPlatform) -> str:
 
 
 def test_chat_answers_a_factual_question_read_from_stdin(api_url: str) -> None:
-    result = prism(
+    result = run_prism(
         "chat",
         "--url",
         api_url,
@@ -47,7 +34,7 @@ def test_chat_answers_a_factual_question_read_from_stdin(api_url: str) -> None:
 
 
 def test_chat_reports_an_unknown_model_in_one_line_and_goes_on(api_url: str) -> None:
-    result = prism("chat", "--url", api_url, "--model", "nope", stdin="Hi\nHello\n")
+    result = run_prism("chat", "--url", api_url, "--model", "nope", stdin="Hi\nHello\n")
 
     assert result.returncode == 0
     errors = result.stderr.splitlines()
@@ -58,7 +45,7 @@ def test_chat_reports_an_unknown_model_in_one_line_and_goes_on(api_url: str) -> 
 def test_chat_without_a_server_fails_with_one_error_line() -> None:
     url = f"http://127.0.0.1:{free_port()}/v1"
 
-    result = prism("chat", "--url", url, stdin="Hi\n")
+    result = run_prism("chat", "--url", url, stdin="Hi\n")
 
     assert result.returncode == 2
     assert result.stdout == ""
@@ -71,7 +58,7 @@ def test_bench_serve_writes_positive_rates_and_latencies_without_errors(
 ) -> None:
     output = tmp_path / "serve.json"
 
-    result = prism(
+    result = run_prism(
         "bench",
         "serve",
         "--url",

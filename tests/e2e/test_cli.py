@@ -3,27 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from support.prism_process import run_prism
+
 pytestmark = pytest.mark.slow
 
 
-def prism(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "prism.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
-
 def test_generate_streams_the_answer_to_a_factual_question() -> None:
-    result = prism("generate", "What is the capital of France?", "--max-tokens", "24")
+    result = run_prism("generate", "What is the capital of France?", "--max-tokens", "24")
 
     assert result.returncode == 0, result.stderr
     assert "Paris" in result.stdout
@@ -37,7 +27,7 @@ def test_generate_streams_the_answer_to_a_factual_question() -> None:
 def test_generate_rejects_bad_sampling_settings_with_one_error_line(
     option: str, value: str, field: str
 ) -> None:
-    result = prism("generate", "Hello", option, value)
+    result = run_prism("generate", "Hello", option, value)
 
     assert result.returncode == 2
     assert result.stdout == ""
@@ -50,7 +40,7 @@ def test_generate_rejects_bad_sampling_settings_with_one_error_line(
 def test_bench_engine_writes_positive_numbers_for_both_engines(tmp_path: Path) -> None:
     output = tmp_path / "engine.json"
 
-    result = prism(
+    result = run_prism(
         "bench",
         "engine",
         "--num-requests",

@@ -80,3 +80,15 @@ def start_prism_serve(profile: Path) -> ServedPlatform:
             served.stop()
             pytest.fail("prism serve did not start:\n" + "".join(served.lines[-60:]))
     return served
+
+
+def run_prism(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """Run a ``prism`` command to completion; its output is captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "prism.cli", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import openai
@@ -53,12 +54,7 @@ def add_bench(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> 
         choices=DTYPES[1:],
         help="store Prism's matrices in this dtype (HF stays in --dtype)",
     )
-    engine.add_argument(
-        "--json",
-        type=Path,
-        metavar="PATH",
-        help="where to write the results (default: bench-results/engine-<timestamp>.json)",
-    )
+    _add_json_option(engine, "engine")
     engine.set_defaults(run=_run_bench_engine)
     _add_bench_serve(benchmarks.add_parser)
 
@@ -74,10 +70,7 @@ def _run_bench_engine(args: argparse.Namespace) -> int:
         with_hf=not args.skip_hf,
         progress=status,
     )
-    print(format_report(result))
-    path = args.json or default_json_path("engine")
-    write_json(result, path)
-    status(f"wrote {path}")
+    _publish(format_report(result), lambda path: write_json(result, path), args.json, "engine")
     return 0
 
 
@@ -100,12 +93,7 @@ def _add_bench_serve(add_parser: AddParser) -> None:
         metavar="S",
         help="a request not done within S seconds counts as an error (default: %(default)g)",
     )
-    parser.add_argument(
-        "--json",
-        type=Path,
-        metavar="PATH",
-        help="where to write the results (default: bench-results/serve-<timestamp>.json)",
-    )
+    _add_json_option(parser, "serve")
     parser.set_defaults(run=_run_bench_serve)
 
 
@@ -133,8 +121,24 @@ def _run_bench_serve(args: argparse.Namespace) -> int:
     summary = result.summary
     if not summary.completed:
         raise PrismError(f"every request failed: {next(iter(summary.error_messages))}")
-    print(format_serve_report(result))
-    path = args.json or default_json_path("serve")
-    write_serve_json(result, path)
-    status(f"wrote {path}")
+    _publish(
+        format_serve_report(result), lambda path: write_serve_json(result, path), args.json, "serve"
+    )
     return 0
+
+
+def _add_json_option(parser: argparse.ArgumentParser, benchmark: str) -> None:
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help=f"where to write the results (default: bench-results/{benchmark}-<timestamp>.json)",
+    )
+
+
+def _publish(report: str, write: Callable[[Path], None], path: Path | None, benchmark: str) -> None:
+    """Print the table, write the JSON record (to the default path if none was given)."""
+    print(report)
+    path = path or default_json_path(benchmark)
+    write(path)
+    status(f"wrote {path}")

@@ -78,11 +78,18 @@ class LLMEngine:
 
     @classmethod
     def from_source(
-        cls, source: str | None = None, config: EngineConfig | None = None
+        cls,
+        source: str | None = None,
+        config: EngineConfig | None = None,
+        model_id: str | None = None,
     ) -> LLMEngine:
-        """Build an engine for a model id, HF folder or GGUF file (the default model if None)."""
+        """Build an engine for a model id, HF folder or GGUF file (the default model if None).
+
+        ``model_id`` names the model (and namespaces its block hashes); by default the
+        source's own name.
+        """
         model = resolve_model(source)
-        return cls(model.model_id, model.path, config, load_tokenizer(model.path))
+        return cls(model_id or model.model_id, model.path, config, load_tokenizer(model.path))
 
     def _max_model_len(self) -> int:
         model_len = self.config.max_model_len or self.model_config.max_position_embeddings

@@ -12,7 +12,6 @@ from ray import serve
 
 from prism.config import ModelSettings
 from prism.engine import AsyncEngine, LLMEngine, RequestOutput, SamplingParams
-from prism.models import load_tokenizer, resolve_model
 from prism.serving.metrics import EngineMetrics
 
 logger = logging.getLogger(__name__)
@@ -63,13 +62,7 @@ class LLMServer:
 
     async def __init__(self, settings: dict) -> None:
         model = ModelSettings.model_validate(settings)
-        resolved = resolve_model(model.source)
-        engine = LLMEngine(
-            model.id,
-            resolved.path,
-            model.engine.to_engine_config(),
-            load_tokenizer(resolved.path),
-        )
+        engine = LLMEngine.from_source(model.source, model.engine.to_engine_config(), model.id)
         self.model_id = model.id
         self.engine = AsyncEngine(engine, model.max_queued_requests)
         self.replica_id = serve.get_replica_context().replica_id.unique_id
