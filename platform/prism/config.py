@@ -106,18 +106,48 @@ class HTTPSettings(_Section):
     port: int = Field(8000, ge=0, le=65535)
     api_key_env: str = "PRISM_API_KEY"
     api_key_file: Path | None = None
+    ingress_replicas: int = Field(1, ge=1)
+    """Ingress replicas; each runs its own router over the shared Redis index."""
 
 
 class RedisSettings(_Section):
-    """``url`` None: ``prism serve`` starts an embedded Redis server."""
+    """The prefix index's Redis; ``url`` None: ``prism serve`` starts an embedded server."""
 
     url: str | None = None
+    key_prefix: str = Field("prism", min_length=1, pattern=r"^[\w.\-:]+$")
+    liveness_ttl_s: float = Field(5.0, gt=0.0)
+    """A replica whose heartbeat is older than this stops counting; its entries expire."""
+    publish_interval_s: float = Field(0.05, gt=0.0)
+    """How often a replica sends its batched KV events."""
+    timeout_s: float = Field(0.05, gt=0.0)
+    """A router query slower than this routes by load alone (and is counted)."""
+
+
+RoutingPolicy = Literal["prefix", "pow2", "round_robin", "session"]
+ROUTING_POLICIES: tuple[str, ...] = RoutingPolicy.__args__
 
 
 class RouterSettings(_Section):
-    """How the ingress picks a replica; ``pow2`` is power-of-two-choices on queue length."""
+    """How an ingress picks a model replica for each request.
 
-    policy: Literal["pow2"] = "pow2"
+    ``prefix``: fewest uncached prompt tokens plus load (the default); ``pow2``: the shorter
+    queue of two random replicas; ``round_robin``; ``session``: a consistent hash of the
+    client's ``x-session-id`` header.
+    """
+
+    policy: RoutingPolicy = "prefix"
+    load_cost_tokens: float = Field(256.0, ge=0.0)
+    """Prompt tokens that one running or waiting request on a replica is worth in its cost."""
+    imbalance_threshold: int = Field(16, ge=1)
+    """A cache hit may not send a request to a replica with this many more requests in flight
+    than the least loaded one."""
+    kv_usage_threshold: float = Field(0.95, gt=0.0, le=1.0)
+    """Replicas whose KV cache is fuller than this are avoided while others are not."""
+    predicted_ttl_s: float = Field(10.0, gt=0.0)
+    """How long a routed request's blocks count as cached on its replica before the engine
+    reports them."""
+    stats_period_s: float = Field(1.0, gt=0.0)
+    """How often Serve polls each replica's load for the router."""
 
 
 class RaySettings(_Section):
