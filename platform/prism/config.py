@@ -119,7 +119,7 @@ class RedisSettings(_Section):
     """A replica whose heartbeat is older than this stops counting; its entries expire."""
     publish_interval_s: float = Field(0.05, gt=0.0)
     """How often a replica sends its batched KV events."""
-    timeout_s: float = Field(0.05, gt=0.0)
+    timeout_s: float = Field(0.1, gt=0.0)
     """A router query slower than this routes by load alone (and is counted)."""
 
 

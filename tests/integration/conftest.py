@@ -10,9 +10,17 @@ import ray
 from ray import serve
 
 from prism.config import PlatformConfig
+from prism.models import ResolvedModel
 from prism.redis_server import EmbeddedRedis, free_port
 from prism.serving.app import APP_NAME, build_app
 from support.live_platform import API_KEY, MAX_NUM_SEQS, MAX_QUEUED, MODEL_ID, Platform
+from support.models import save_tiny_chat_model
+from support.routing_platform import (
+    ROUTE_PREFIX,
+    ROUTING_APP,
+    RoutingPlatform,
+    routing_config,
+)
 
 
 @pytest.fixture(scope="session")
@@ -38,8 +46,19 @@ def ray_instance() -> Iterator[int]:
 
 
 @pytest.fixture(scope="session")
+def http_port(ray_instance: int) -> int:
+    """Serve's HTTP proxy, shared by every application of the session."""
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    return port
+
+
+@pytest.fixture(scope="session")
 def platform(
-    ray_instance: int, redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFactory
+    ray_instance: int,
+    http_port: int,
+    redis_server: EmbeddedRedis,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Platform:
     key_file = tmp_path_factory.mktemp("secrets") / "api-key"
     key_file.write_text(API_KEY + "\n")
@@ -58,14 +77,36 @@ def platform(
                     "max_queued_requests": MAX_QUEUED,
                 }
             ],
-            "http": {"port": free_port(), "api_key_file": str(Path(key_file))},
+            "http": {"port": http_port, "api_key_file": str(Path(key_file))},
             "redis": {"url": redis_server.url},
         }
     )
-    serve.start(http_options={"host": "127.0.0.1", "port": config.http.port})
     serve.run(build_app(config), name=APP_NAME, route_prefix="/")
     return Platform(
         base_url=f"http://127.0.0.1:{config.http.port}",
         metrics_url=f"http://127.0.0.1:{ray_instance}/metrics",
         config=config,
     )
+
+
+@pytest.fixture(scope="module")
+def routing_platform(
+    ray_instance: int,
+    http_port: int,
+    smollm2_files: ResolvedModel,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RoutingPlatform]:
+    """Three tiny replicas behind two ingresses, with a Redis of their own (tests stop it)."""
+    model = save_tiny_chat_model(
+        tmp_path_factory.mktemp("models") / "tiny-chat", smollm2_files.path
+    )
+    with EmbeddedRedis() as redis_server:
+        config = routing_config(redis_server.url, http_port, str(model))
+        serve.run(build_app(config), name=ROUTING_APP, route_prefix=ROUTE_PREFIX)
+        yield RoutingPlatform(
+            base_url=f"http://127.0.0.1:{http_port}{ROUTE_PREFIX}",
+            metrics_url=f"http://127.0.0.1:{ray_instance}/metrics",
+            config=config,
+            redis_server=redis_server,
+        )
+        serve.delete(ROUTING_APP)

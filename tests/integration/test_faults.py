@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 
 import httpx
 
 from support.live_platform import API_KEY, MAX_NUM_SEQS, MAX_QUEUED, MODEL_ID, Platform
+from support.metrics import metric_value
 
 STORY = {
     "model": MODEL_ID,
@@ -59,19 +59,6 @@ def test_queue_overflow_is_a_429_and_the_rest_are_served(platform: Platform) -> 
 
 def scrape(platform: Platform) -> str:
     return httpx.get(platform.metrics_url, timeout=10).text
-
-
-def metric_value(text: str, name: str, **labels: str) -> float | None:
-    """Sum of a metric's samples whose labels include ``labels``."""
-    total = None
-    for line in text.splitlines():
-        match = re.match(rf"^{name}(?:\{{(.*)\}})? (\S+)$", line)
-        if match is None:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match.group(1) or ""))
-        if all(found.get(key) == value for key, value in labels.items()):
-            total = (total or 0.0) + float(match.group(2))
-    return total
 
 
 ENGINE_METRICS = [

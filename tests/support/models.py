@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM
 
 TINY_VOCAB = 256
 TINY_SHAPE = dict(
@@ -43,3 +45,20 @@ def random_prompts(lengths: list[int], seed: int = 1) -> list[list[int]]:
     """Prompts of random token ids of the tiny model's vocabulary, one per length."""
     generator = torch.Generator().manual_seed(seed)
     return [torch.randint(0, TINY_VOCAB, (n,), generator=generator).tolist() for n in lengths]
+
+
+def save_tiny_chat_model(folder: Path, tokenizer_source: Path) -> Path:
+    """A tiny random Llama sized for ``tokenizer_source``'s tokenizer, saved with it.
+
+    Fast enough to run several replicas on a small machine, with a real tokenizer and chat
+    template so it can sit behind the OpenAI API.
+    """
+    tokenizer_files = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+    vocab_size = json.loads((tokenizer_source / "config.json").read_text())["vocab_size"]
+    torch.manual_seed(0)
+    shape = TINY_SHAPE | {"vocab_size": vocab_size, "max_position_embeddings": 4096}
+    LlamaForCausalLM(LlamaConfig(**shape)).save_pretrained(folder)
+    for name in tokenizer_files:
+        if (tokenizer_source / name).is_file():
+            shutil.copy(tokenizer_source / name, folder / name)
+    return folder

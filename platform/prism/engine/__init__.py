@@ -2,7 +2,13 @@
 
 from prism.engine.async_engine import AsyncEngine
 from prism.engine.config import EngineConfig
-from prism.engine.kv_events import AllBlocksCleared, BlocksRemoved, BlocksStored, KVEvent
+from prism.engine.kv_events import (
+    AllBlocksCleared,
+    BlocksRemoved,
+    BlocksStored,
+    KVEvent,
+    KVEventsDropped,
+)
 from prism.engine.llm_engine import EngineStats, LLMEngine
 from prism.engine.request import FinishReason, RequestOutput, TokenLogprob
 from prism.engine.sampling_params import SamplingParams
@@ -16,6 +22,7 @@ __all__ = [
     "EngineStats",
     "FinishReason",
     "KVEvent",
+    "KVEventsDropped",
     "LLMEngine",
     "RequestOutput",
     "SamplingParams",

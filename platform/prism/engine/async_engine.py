@@ -16,13 +16,18 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from prism.engine.kv_events import KVEvent
+from prism.engine.kv_events import KVEvent, KVEventsDropped
 from prism.engine.llm_engine import EngineStats, LLMEngine
 from prism.engine.request import RequestOutput
 from prism.engine.sampling_params import SamplingParams
 from prism.errors import EngineDead, InvalidRequest, Overloaded
+from prism.hashing import BlockHash
 
 logger = logging.getLogger(__name__)
+
+MAX_PENDING_EVENTS = 65536
+"""KV events kept for :meth:`AsyncEngine.drain_events`; past this they are replaced by one
+:class:`KVEventsDropped`, so an engine nobody drains holds bounded memory."""
 
 
 @dataclass(slots=True)
@@ -36,6 +41,22 @@ class _Add:
 @dataclass(slots=True)
 class _Abort:
     request_id: str
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    """Read the cached block hashes on the engine thread, dropping the events before them."""
+
+    loop: asyncio.AbstractEventLoop
+    result: asyncio.Future[list[BlockHash]]
+
+    def resolve(self, hashes: list[BlockHash]) -> None:
+        self.loop.call_soon_threadsafe(_resolve, self.result, hashes)
+
+
+def _resolve(result: asyncio.Future[list[BlockHash]], hashes: list[BlockHash]) -> None:
+    if not result.done():
+        result.set_result(hashes)
 
 
 @dataclass(slots=True)
@@ -64,7 +85,7 @@ class AsyncEngine:
             if max_queued_requests is None
             else engine.config.max_num_seqs + max_queued_requests
         )
-        self._inbox: queue.SimpleQueue[_Add | _Abort | None] = queue.SimpleQueue()
+        self._inbox: queue.SimpleQueue[_Add | _Abort | _Snapshot | None] = queue.SimpleQueue()
         self._streams: dict[str, _Stream] = {}
         self._streams_lock = threading.Lock()
         self._events: deque[KVEvent] = deque()
@@ -136,6 +157,16 @@ class AsyncEngine:
             events.append(self._events.popleft())
         return events
 
+    async def cached_block_hashes(self) -> list[BlockHash]:
+        """Every block hash cached now; later :meth:`drain_events` calls continue from it.
+
+        Events not yet drained are dropped: the returned set already includes their effect.
+        """
+        self.check_health()
+        snapshot = _Snapshot(asyncio.get_running_loop(), asyncio.get_running_loop().create_future())
+        self._inbox.put(snapshot)
+        return await snapshot.result
+
     def shutdown(self, timeout: float = 10.0) -> None:
         """Stop the loop; requests still in flight end with :class:`EngineDead`."""
         self._stopping = True
@@ -168,9 +199,13 @@ class AsyncEngine:
             except queue.Empty:
                 return
 
-    def _apply(self, command: _Add | _Abort | None) -> None:
+    def _apply(self, command: _Add | _Abort | _Snapshot | None) -> None:
         if command is None:
             self._stopping = True
+        elif isinstance(command, _Snapshot):
+            self.engine.drain_events()
+            self._events.clear()
+            command.resolve(self.engine.cached_block_hashes())
         elif isinstance(command, _Abort):
             output = self.engine.abort_request(command.request_id)
             if output is not None:
@@ -195,6 +230,9 @@ class AsyncEngine:
 
     def _publish(self) -> None:
         self._events.extend(self.engine.drain_events())
+        if len(self._events) > MAX_PENDING_EVENTS:
+            self._events.clear()
+            self._events.append(KVEventsDropped())
         self._stats = self.engine.stats()
 
     def _fail_all(self, error: BaseException) -> None:

@@ -26,4 +26,9 @@ class AllBlocksCleared:
     """The whole prefix cache was dropped."""
 
 
-KVEvent = BlocksStored | BlocksRemoved | AllBlocksCleared
+@dataclass(frozen=True, slots=True)
+class KVEventsDropped:
+    """Events were dropped because nobody drained them: re-read the full set of hashes."""
+
+
+KVEvent = BlocksStored | BlocksRemoved | AllBlocksCleared | KVEventsDropped

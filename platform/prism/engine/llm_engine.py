@@ -20,7 +20,7 @@ from prism.engine.sampler import SampledToken, sample
 from prism.engine.sampling_params import SamplingParams
 from prism.engine.scheduler import Scheduler
 from prism.errors import ContextTooLong, InvalidRequest
-from prism.hashing import cache_namespace, root_hash
+from prism.hashing import BlockHash, cache_namespace, root_hash
 from prism.models import ModelConfig, load_tokenizer, resolve_model
 
 logger = logging.getLogger(__name__)
@@ -268,3 +268,7 @@ class LLMEngine:
     def drain_events(self) -> list[KVEvent]:
         """KV events (blocks stored, removed, cache cleared) since the last drain."""
         return self.kv.pool.drain_events()
+
+    def cached_block_hashes(self) -> list[BlockHash]:
+        """Every block hash the prefix cache holds now (the state the events lead to)."""
+        return self.kv.pool.cached_hashes()

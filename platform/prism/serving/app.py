@@ -6,6 +6,7 @@ import re
 
 from ray import serve
 from ray.serve import Application
+from ray.serve.config import RequestRouterConfig
 
 from prism.config import ModelSettings, PlatformConfig
 from prism.serving.ingress import Ingress
@@ -21,9 +22,23 @@ def deployment_name(model: ModelSettings) -> str:
     return "LLMServer:" + re.sub(r"[^\w.\-]", "-", model.id)
 
 
-def _replica_options(model: ModelSettings) -> dict:
+def _router_config(model: ModelSettings, config: PlatformConfig) -> RequestRouterConfig:
+    """Serve's router for the model's handle: :class:`prism.routing.router.PrismRouter`."""
+    return RequestRouterConfig(
+        request_router_class="prism.routing.router.PrismRouter",
+        request_router_kwargs={
+            "model_id": model.id,
+            "router": config.router.model_dump(mode="json"),
+            "redis": config.redis.model_dump(mode="json"),
+        },
+        request_routing_stats_period_s=config.router.stats_period_s,
+    )
+
+
+def _replica_options(model: ModelSettings, config: PlatformConfig) -> dict:
     options: dict = {
         "name": deployment_name(model),
+        "request_router_config": _router_config(model, config),
         "ray_actor_options": {
             "num_cpus": model.resources.num_cpus,
             "num_gpus": model.resources.num_gpus,
@@ -52,18 +67,20 @@ def _replica_options(model: ModelSettings) -> dict:
 
 
 def build_app(config: PlatformConfig) -> Application:
-    """One ``LLMServer`` deployment per model behind one ``Ingress``."""
+    """One ``LLMServer`` deployment per model behind the ``Ingress`` replicas."""
+    redis = config.redis.model_dump(mode="json")
     servers = [
         (
             model.model_dump(mode="json"),
             serve.deployment(LLMServer)
-            .options(**_replica_options(model))
-            .bind(model.model_dump(mode="json")),
+            .options(**_replica_options(model, config))
+            .bind(model.model_dump(mode="json"), redis),
         )
         for model in config.models
     ]
     ingress = serve.deployment(Ingress).options(
         name="Ingress",
+        num_replicas=config.http.ingress_replicas,
         ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=INGRESS_MAX_ONGOING_REQUESTS,
     )

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from prism.engine import FinishReason, SamplingParams, TokenLogprob
+from prism.routing.hint import RoutingHint
 from prism.serving.errors import as_prism_error
 from prism.serving.llm_server import GenerateChunk, GenerateRequest
 
@@ -27,6 +28,7 @@ class Choice:
     finish_reason: FinishReason | None = None
     prompt_tokens: int = 0
     cached_tokens: int = 0
+    routing: RoutingHint | None = None
 
     def absorb(self, chunk: GenerateChunk) -> None:
         output = chunk.output
@@ -53,8 +55,11 @@ async def start_choices(
     params: SamplingParams,
     n: int,
     cache_salt: str | None,
+    routing: Callable[[list[int]], RoutingHint],
 ) -> list[Choice]:
     """Send every choice to the model and wait for each one's first output.
+
+    ``routing`` makes the router's hint for a prompt (its block hashes, a session id).
 
     Errors the engine raises before producing anything (a too-long prompt, overload)
     surface here, before a response has started; the other choices are then cancelled.
@@ -63,6 +68,7 @@ async def start_choices(
     single = len(prompts) * n == 1
     try:
         for prompt_index, prompt in enumerate(prompts):
+            hint = routing(prompt)
             for offset in range(n):
                 index = prompt_index * n + offset
                 engine_request = GenerateRequest(
@@ -70,9 +76,10 @@ async def start_choices(
                     prompt_token_ids=prompt,
                     params=_choice_params(params, offset),
                     cache_salt=cache_salt,
+                    routing=replace(hint),
                 )
                 stream = handle.generate.options(stream=True).remote(engine_request)
-                choices.append(Choice(index, prompt_index, stream))
+                choices.append(Choice(index, prompt_index, stream, routing=engine_request.routing))
         firsts = await asyncio.gather(*(anext(choice.stream) for choice in choices))
     except Exception as error:
         cancel(choices)
@@ -130,3 +137,17 @@ def replicas(choices: list[Choice]) -> str:
     """The replicas that served the choices, for the ``x-prism-replica`` header."""
     seen = dict.fromkeys(choice.first.replica for choice in choices if choice.first is not None)
     return ",".join(seen)
+
+
+def predicted_cached_tokens(choices: list[Choice]) -> int | None:
+    """Cached prompt tokens the router predicted (None: it made no guess).
+
+    Counted once per prompt, like the ``cached_tokens`` of the usage.
+    """
+    firsts = {choice.prompt_index: choice for choice in reversed(choices)}
+    predictions = [
+        choice.routing.predicted_cached_tokens
+        for choice in firsts.values()
+        if choice.routing is not None and choice.routing.predicted_cached_tokens is not None
+    ]
+    return sum(predictions) if predictions else None

@@ -20,15 +20,21 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException
 
 from prism.config import HTTPSettings, ModelSettings
+from prism.engine import SamplingParams
 from prism.errors import InvalidRequest, ModelNotFound, PrismError
 from prism.models import apply_chat_template, load_tokenizer, resolve_model
+from prism.routing.hint import RoutingHint
+from prism.routing.metrics import router_metrics
 from prism.serving.errors import APIError, to_api_error
-from prism.serving.fanout import replicas, start_choices
+from prism.serving.fanout import Choice, start_choices
 from prism.serving.http_middleware import APIMiddleware
 from prism.serving.protocol import ChatCompletionRequest, CompletionRequest
-from prism.serving.responses import REPLICA_HEADER, ResponseBuilder, streaming_response
+from prism.serving.responses import ResponseBuilder, routing_headers, streaming_response
 
 logger = logging.getLogger(__name__)
+
+SESSION_HEADER = "x-session-id"
+"""A client's session id, for the ``session`` routing policy."""
 
 app = FastAPI(title="Prism", description="OpenAI-compatible API of the Prism LLM platform")
 app.add_middleware(APIMiddleware)
@@ -76,6 +82,7 @@ class ServedModel:
     handle: DeploymentHandle
     tokenizer: Any
     created: int
+    block_size: int
 
     def tokenize(self, prompt: str | list[int]) -> list[int]:
         if isinstance(prompt, str):
@@ -102,7 +109,9 @@ class Ingress:
         for settings, handle in models:
             model = ModelSettings.model_validate(settings)
             tokenizer = load_tokenizer(resolve_model(model.source).path)
-            self.models[model.id] = ServedModel(model.id, handle, tokenizer, created)
+            self.models[model.id] = ServedModel(
+                model.id, handle, tokenizer, created, model.engine.block_size
+            )
         app.state.api_key = read_api_key(HTTPSettings.model_validate(http))
         logger.info(
             "ingress ready: models %s, API key %s",
@@ -128,34 +137,57 @@ class Ingress:
         ]
         return JSONResponse({"object": "list", "data": data})
 
+    async def _start(
+        self,
+        model: ServedModel,
+        request: Request,
+        prompts: list[list[int]],
+        params: SamplingParams,
+        n: int,
+        cache_salt: str | None,
+    ) -> list[Choice]:
+        """Route and start every choice; record how well the router predicted their hits."""
+        session_id = request.headers.get(SESSION_HEADER)
+
+        def routing(prompt: list[int]) -> RoutingHint:
+            return RoutingHint.for_prompt(
+                prompt, model.id, model.block_size, cache_salt, session_id
+            )
+
+        choices = await start_choices(
+            model.handle, request.state.request_id, prompts, params, n, cache_salt, routing
+        )
+        for choice in choices:
+            predicted = choice.routing.predicted_cached_tokens if choice.routing else None
+            if predicted is not None and choice.first is not None:
+                actual = choice.first.output.num_cached_tokens
+                router_metrics().record_cached(model.id, predicted, actual)
+        return choices
+
     @app.post("/v1/completions")
     async def completions(self, body: CompletionRequest, request: Request) -> Any:
         model = self._model(body.model)
         prompts = [model.tokenize(prompt) for prompt in body.prompts()]
         params = body.sampling_params(body.max_tokens, body.logprobs)
-        choices = await start_choices(
-            model.handle, request.state.request_id, prompts, params, body.n, body.cache_salt
-        )
+        choices = await self._start(model, request, prompts, params, body.n, body.cache_salt)
         response = ResponseBuilder(
             "cmpl", model.id, model.tokenizer, body.include_usage, body.logprobs is not None
         )
         if body.stream:
             return streaming_response(response.completion_events(choices), choices)
         result = await response.completion_body(choices)
-        return JSONResponse(result, headers={REPLICA_HEADER: replicas(choices)})
+        return JSONResponse(result, headers=routing_headers(choices))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(self, body: ChatCompletionRequest, request: Request) -> Any:
         model = self._model(body.model)
         prompt = apply_chat_template(model.tokenizer, body.chat_messages())
         params = body.sampling_params(body.output_limit, body.logprobs_count)
-        choices = await start_choices(
-            model.handle, request.state.request_id, [prompt], params, body.n, body.cache_salt
-        )
+        choices = await self._start(model, request, [prompt], params, body.n, body.cache_salt)
         response = ResponseBuilder(
             "chatcmpl", model.id, model.tokenizer, body.include_usage, body.logprobs
         )
         if body.stream:
             return streaming_response(response.chat_events(choices), choices)
         result = await response.chat_body(choices)
-        return JSONResponse(result, headers={REPLICA_HEADER: replicas(choices)})
+        return JSONResponse(result, headers=routing_headers(choices))

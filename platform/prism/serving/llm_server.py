@@ -10,8 +10,10 @@ from dataclasses import dataclass
 
 from ray import serve
 
-from prism.config import ModelSettings
+from prism.config import ModelSettings, RedisSettings
 from prism.engine import AsyncEngine, LLMEngine, RequestOutput, SamplingParams
+from prism.routing.hint import RoutingHint
+from prism.routing.publisher import EngineFeed, KVEventPublisher
 from prism.serving.metrics import EngineMetrics
 
 logger = logging.getLogger(__name__)
@@ -27,6 +29,8 @@ class GenerateRequest:
     prompt_token_ids: list[int]
     params: SamplingParams
     cache_salt: str | None = None
+    routing: RoutingHint | None = None
+    """Read (and annotated) by the router in the ingress's process."""
 
 
 @dataclass(slots=True)
@@ -60,15 +64,26 @@ class _RequestClock:
 class LLMServer:
     """Hosts an :class:`AsyncEngine` for one model (a Serve deployment class)."""
 
-    async def __init__(self, settings: dict) -> None:
+    async def __init__(self, settings: dict, redis: dict | None = None) -> None:
         model = ModelSettings.model_validate(settings)
+        index = RedisSettings.model_validate(redis or {})
         engine = LLMEngine.from_source(model.source, model.engine.to_engine_config(), model.id)
         self.model_id = model.id
         self.engine = AsyncEngine(engine, model.max_queued_requests)
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         self.metrics = EngineMetrics(model.id)
-        self._stats_task = asyncio.get_running_loop().create_task(self._export_stats())
-        logger.info("replica %s serves %s", self.replica_id, model.id)
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._export_stats())]
+        if index.url is not None:
+            feed = EngineFeed(self.engine.drain_events, self.engine.cached_block_hashes)
+            publisher = KVEventPublisher.connect(index, model.id, self.replica_id, feed)
+            self._tasks.append(loop.create_task(publisher.run()))
+        logger.info(
+            "replica %s serves %s (prefix index: %s)",
+            self.replica_id,
+            model.id,
+            "on" if index.url else "off",
+        )
 
     async def _export_stats(self) -> None:
         while True:
@@ -106,10 +121,20 @@ class LLMServer:
         stats = self.engine.stats()
         return {name: getattr(stats, name) for name in stats.__slots__}
 
+    def record_routing_stats(self) -> dict:
+        """The load the router weighs (Serve polls it every ``router.stats_period_s``)."""
+        stats = self.engine.stats()
+        return {
+            "running": stats.num_running,
+            "waiting": stats.num_waiting,
+            "kv_usage": stats.kv_cache_usage,
+        }
+
     def check_health(self) -> None:
         """Serve's health probe: fails once the engine loop has died."""
         self.engine.check_health()
 
     def __del__(self) -> None:
-        self._stats_task.cancel()
+        for task in self._tasks:
+            task.cancel()
         self.engine.shutdown()

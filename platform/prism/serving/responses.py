@@ -13,11 +13,27 @@ from fastapi.responses import StreamingResponse
 from prism.engine import RequestOutput, TokenLogprob
 from prism.serving import openai_format as fmt
 from prism.serving.errors import to_api_error
-from prism.serving.fanout import Choice, cancel, chunks_in_arrival_order, replicas
+from prism.serving.fanout import (
+    Choice,
+    cancel,
+    chunks_in_arrival_order,
+    predicted_cached_tokens,
+    replicas,
+)
 
 logger = logging.getLogger(__name__)
 
 REPLICA_HEADER = "x-prism-replica"
+PREDICTED_CACHED_HEADER = "x-prism-predicted-cached-tokens"
+
+
+def routing_headers(choices: list[Choice]) -> dict[str, str]:
+    """The replicas that serve the call and, under the prefix policy, the predicted cache hit."""
+    headers = {REPLICA_HEADER: replicas(choices)}
+    predicted = predicted_cached_tokens(choices)
+    if predicted is not None:
+        headers[PREDICTED_CACHED_HEADER] = str(predicted)
+    return headers
 
 
 def streaming_response(events: AsyncIterator[str], choices: list[Choice]) -> StreamingResponse:
@@ -25,7 +41,7 @@ def streaming_response(events: AsyncIterator[str], choices: list[Choice]) -> Str
     return StreamingResponse(
         events,
         media_type="text/event-stream",
-        headers={REPLICA_HEADER: replicas(choices), "cache-control": "no-cache"},
+        headers={**routing_headers(choices), "cache-control": "no-cache"},
     )
 
 

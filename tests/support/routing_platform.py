@@ -1,0 +1,112 @@
+"""A Prism application with three tiny-model replicas and two ingress replicas, for routing."""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass
+
+import httpx
+import redis
+
+from prism.config import PlatformConfig
+from prism.hashing import BlockHash
+from prism.redis_server import EmbeddedRedis
+from prism.routing.hint import RoutingHint
+from prism.routing.keys import IndexKeys
+from prism.serving.responses import PREDICTED_CACHED_HEADER, REPLICA_HEADER
+
+ROUTING_APP = "prism-routing"
+ROUTE_PREFIX = "/routing"
+TINY_MODEL_ID = "tiny-chat"
+BLOCK_SIZE = 16
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What one routed request reported about where it ran."""
+
+    replica: str
+    cached_tokens: int
+    predicted_cached_tokens: int | None
+
+
+@dataclass
+class RoutingPlatform:
+    """The running routing application, its Redis, and ways to look into the index."""
+
+    base_url: str
+    metrics_url: str
+    config: PlatformConfig
+    redis_server: EmbeddedRedis
+
+    @property
+    def keys(self) -> IndexKeys:
+        return IndexKeys(self.config.redis.key_prefix, TINY_MODEL_ID)
+
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(self.redis_server.url)
+
+    def complete(self, prompt: list[int], max_tokens: int = 2) -> Completion:
+        """One completion of token ids; raises on any HTTP error."""
+        body = {"model": TINY_MODEL_ID, "prompt": prompt, "max_tokens": max_tokens}
+        response = httpx.post(f"{self.base_url}/v1/completions", json=body, timeout=60)
+        response.raise_for_status()
+        usage = response.json()["usage"]
+        details = usage.get("prompt_tokens_details") or {}
+        predicted = response.headers.get(PREDICTED_CACHED_HEADER)
+        return Completion(
+            response.headers[REPLICA_HEADER],
+            details.get("cached_tokens", 0),
+            None if predicted is None else int(predicted),
+        )
+
+    def replica_blocks(self, replica_id: str) -> set[BlockHash]:
+        with self.redis() as client:
+            return set(client.smembers(self.keys.blocks(replica_id)))
+
+    def wait_until_indexed(self, replica_id: str, hashes: list[BlockHash], timeout: float = 10):
+        """Wait until the replica's published block set holds every one of ``hashes``."""
+        deadline = time.monotonic() + timeout
+        while not set(hashes) <= self.replica_blocks(replica_id):
+            assert time.monotonic() < deadline, f"{replica_id} never published the blocks"
+            time.sleep(0.05)
+
+
+def routing_config(redis_url: str, http_port: int, model_path: str) -> PlatformConfig:
+    """Three tiny replicas with small KV caches (so eviction is easy) and two ingresses."""
+    return PlatformConfig.model_validate(
+        {
+            "models": [
+                {
+                    "id": TINY_MODEL_ID,
+                    "source": model_path,
+                    "replicas": 3,
+                    "resources": {"num_cpus": 0.5},
+                    "engine": {"num_threads": 1, "num_kv_blocks": 96, "block_size": BLOCK_SIZE},
+                }
+            ],
+            "http": {
+                "port": http_port,
+                "ingress_replicas": 2,
+                "api_key_env": "PRISM_ROUTING_TESTS_NO_KEY",
+            },
+            "redis": {
+                "url": redis_url,
+                "key_prefix": "prism-routing-tests",
+                "liveness_ttl_s": 2.0,
+                "timeout_s": 0.5,
+            },
+            "router": {"policy": "prefix", "predicted_ttl_s": 2.0, "stats_period_s": 0.5},
+        }
+    )
+
+
+def random_tokens(count: int, rng: random.Random) -> list[int]:
+    """Ordinary vocabulary ids (no special tokens)."""
+    return [rng.randrange(1000, 20000) for _ in range(count)]
+
+
+def prompt_hashes(prompt: list[int]) -> list[BlockHash]:
+    """The block hashes the router computes for a prompt."""
+    return RoutingHint.for_prompt(prompt, TINY_MODEL_ID, BLOCK_SIZE).block_hashes
