@@ -7,7 +7,15 @@ import time
 
 import pytest
 
-from prism.engine import AsyncEngine, BlocksStored, EngineConfig, LLMEngine, SamplingParams
+from prism.engine import (
+    AsyncEngine,
+    BlocksStored,
+    EngineConfig,
+    KVEventsDropped,
+    LLMEngine,
+    SamplingParams,
+)
+from prism.engine import async_engine as async_engine_module
 from prism.errors import EngineDead, InvalidRequest
 from support.models import ReferenceModel, random_prompts
 
@@ -107,3 +115,40 @@ def test_shutdown_ends_streams_in_flight_with_engine_dead(async_engine: AsyncEng
     assert not async_engine.healthy
     with pytest.raises(EngineDead):
         async_engine.check_health()
+
+
+def test_snapshot_of_cached_hashes_matches_the_stored_events(async_engine: AsyncEngine) -> None:
+    params = SamplingParams(max_tokens=3, temperature=0.0)
+
+    async def main() -> list[bytes]:
+        await collect(async_engine, random_prompts([21], seed=5)[0], params)
+        return await async_engine.cached_block_hashes()
+
+    published = {
+        block
+        for event in async_engine.drain_events()
+        if isinstance(event, BlocksStored)
+        for block in event.block_hashes
+    }
+    snapshot = asyncio.run(main())
+
+    assert len(snapshot) == (21 + 3 - 1) // 4
+    assert published <= set(snapshot)
+    assert async_engine.drain_events() == []  # the snapshot replaces the events before it
+
+
+def test_undrained_events_are_bounded(
+    async_engine: AsyncEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(async_engine_module, "MAX_PENDING_EVENTS", 2)
+    params = SamplingParams(max_tokens=2, temperature=0.0)
+
+    async def main() -> None:
+        for prompt in random_prompts([9, 13, 17, 21, 25], seed=6):
+            await collect(async_engine, prompt, params)
+
+    asyncio.run(main())
+
+    events = async_engine.drain_events()
+    assert len(events) <= 3
+    assert KVEventsDropped() in events
