@@ -136,7 +136,7 @@ class RouterSettings(_Section):
     """
 
     policy: RoutingPolicy = "prefix"
-    load_cost_tokens: float = Field(256.0, ge=0.0)
+    load_cost_tokens: float = Field(32.0, ge=0.0)
     """Prompt tokens that one running or waiting request on a replica is worth in its cost."""
     imbalance_threshold: int = Field(16, ge=1)
     """A cache hit may not send a request to a replica with this many more requests in flight

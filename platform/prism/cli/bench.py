@@ -1,4 +1,4 @@
-"""``prism bench engine`` and ``prism bench serve``."""
+"""``prism bench engine``, ``prism bench serve`` and ``prism bench routing``."""
 
 from __future__ import annotations
 
@@ -8,9 +8,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import openai
+from pydantic import TypeAdapter, ValidationError
 from tqdm import tqdm
 
 from prism.bench import Workload, default_json_path, format_report, run_engine_bench, write_json
+from prism.bench.routing_bench import run_routing_bench
+from prism.bench.routing_load import LoadShape
+from prism.bench.routing_plot import write_routing_plot
+from prism.bench.routing_report import format_routing_report, write_routing_json
+from prism.bench.routing_results import RoutingDeployment
+from prism.bench.routing_workloads import WORKLOADS, RoutingWorkload
 from prism.bench.serve_bench import DEFAULT_TIMEOUT_SECONDS, run_serve_bench
 from prism.bench.serve_prompts import PROMPT_SETS
 from prism.bench.serve_report import format_serve_report, write_serve_json
@@ -26,6 +33,7 @@ from prism.cli.options import (
     server_options,
     status,
 )
+from prism.config import DEFAULT_PROFILE, ROUTING_POLICIES, ByteSize, load_config
 from prism.errors import PrismError
 
 
@@ -57,6 +65,7 @@ def add_bench(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> 
     _add_json_option(engine, "engine")
     engine.set_defaults(run=_run_bench_engine)
     _add_bench_serve(benchmarks.add_parser)
+    _add_bench_routing(benchmarks.add_parser)
 
 
 def _run_bench_engine(args: argparse.Namespace) -> int:
@@ -124,6 +133,187 @@ def _run_bench_serve(args: argparse.Namespace) -> int:
     _publish(
         format_serve_report(result), lambda path: write_serve_json(result, path), args.json, "serve"
     )
+    return 0
+
+
+def _policy_list(text: str) -> list[str]:
+    """An argparse type: comma-separated routing policies, each once."""
+    policies = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in policies if name not in ROUTING_POLICIES]
+    if unknown or not policies:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated list of {', '.join(ROUTING_POLICIES)}, got {text!r}"
+        )
+    if len(set(policies)) < len(policies):
+        raise argparse.ArgumentTypeError(f"a policy is listed twice in {text!r}")
+    return policies
+
+
+def _byte_size(text: str) -> int:
+    """An argparse type: a size such as 128MiB or 1GiB."""
+    try:
+        return TypeAdapter(ByteSize).validate_python(text)
+    except ValidationError:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 128MiB or 1GiB)") from None
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {value:g}")
+    return value
+
+
+def _add_bench_routing(add_parser: AddParser) -> None:
+    parser = add_parser(
+        "routing",
+        parents=[common_options()],
+        help="one workload on one fresh deployment per routing policy, compared",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_PROFILE,
+        metavar="YAML",
+        help="deployment profile; its first model is benchmarked (default: local-cpu.yaml)",
+    )
+    parser.add_argument(
+        "--policies",
+        type=_policy_list,
+        default=["prefix", "pow2"],
+        metavar="LIST",
+        help=f"comma-separated, from {', '.join(ROUTING_POLICIES)} (default: prefix,pow2)",
+    )
+    workload = parser.add_argument_group("workload")
+    workload.add_argument(
+        "--workload", choices=WORKLOADS, default=WORKLOADS[0], help="(default: %(default)s)"
+    )
+    workload.add_argument(
+        "--requests", type=at_least(1), default=96, metavar="N", help="(default: %(default)s)"
+    )
+    workload.add_argument(
+        "--groups",
+        type=at_least(1),
+        default=12,
+        metavar="N",
+        help="prefix groups or conversations (default: %(default)s)",
+    )
+    workload.add_argument(
+        "--prefix-tokens",
+        type=at_least(1),
+        default=512,
+        metavar="N",
+        help="shared system prompt, or first-turn context (default: %(default)s)",
+    )
+    workload.add_argument(
+        "--question-tokens",
+        type=at_least(1),
+        default=32,
+        metavar="N",
+        help="each request's own tokens, or a new user turn (default: %(default)s)",
+    )
+    workload.add_argument(
+        "--output-tokens",
+        type=at_least(1),
+        default=16,
+        metavar="N",
+        help="per request (default: %(default)s)",
+    )
+    workload.add_argument(
+        "--seed", type=int, default=0, help="of prompts and arrivals (default: %(default)s)"
+    )
+    load = parser.add_argument_group("load")
+    load.add_argument(
+        "--concurrency", type=at_least(1), default=6, metavar="N", help="(default: %(default)s)"
+    )
+    load.add_argument(
+        "--rate",
+        type=_positive_float,
+        metavar="R",
+        help="Poisson arrivals at R requests/s instead of a fixed concurrency",
+    )
+    load.add_argument(
+        "--timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT_SECONDS,
+        metavar="S",
+        help="a request not done within S seconds counts as an error (default: %(default)g)",
+    )
+    deployment = parser.add_argument_group("deployment")
+    deployment.add_argument(
+        "--replicas", type=at_least(1), default=3, metavar="N", help="(default: %(default)s)"
+    )
+    deployment.add_argument(
+        "--kv-cache",
+        type=_byte_size,
+        default="128MiB",
+        metavar="SIZE",
+        help="KV cache per replica (default: %(default)s, 182 blocks of SmolLM2 fp32 KV: room "
+        "for the prefixes one replica serves under prefix routing, 4 of the 12 default groups "
+        "and the requests in flight, but not for all 12)",
+    )
+    deployment.add_argument(
+        "--num-cpus",
+        type=_positive_float,
+        metavar="N",
+        help="CPUs Ray reserves per replica (default: 2 / replicas)",
+    )
+    deployment.add_argument(
+        "--ingress-replicas",
+        type=at_least(1),
+        default=1,
+        metavar="N",
+        help="each routes on its own (default: %(default)s)",
+    )
+    _add_json_option(parser, "routing")
+    parser.add_argument(
+        "--plot", type=Path, metavar="PATH", help="where to draw the PNG (default: beside the JSON)"
+    )
+    parser.set_defaults(run=_run_bench_routing)
+
+
+def _run_bench_routing(args: argparse.Namespace) -> int:
+    workload = RoutingWorkload(
+        name=args.workload,
+        requests=args.requests,
+        groups=args.groups,
+        prefix_tokens=args.prefix_tokens,
+        question_tokens=args.question_tokens,
+        output_tokens=args.output_tokens,
+        seed=args.seed,
+    )
+    deployment = RoutingDeployment(
+        replicas=args.replicas,
+        kv_cache_bytes=args.kv_cache,
+        num_cpus=args.num_cpus or 2 / args.replicas,
+        ingress_replicas=args.ingress_replicas,
+    )
+    load = LoadShape(args.concurrency, args.rate, args.timeout, args.seed)
+    total = args.requests * len(args.policies)
+    with tqdm(total=total, unit="req", file=sys.stderr, disable=None) as bar:
+        result = run_routing_bench(
+            load_config(args.config),
+            deployment,
+            args.policies,
+            workload,
+            load,
+            progress=lambda message: bar.write(message, file=sys.stderr),
+            on_request_done=lambda record: bar.update(),
+        )
+    path = args.json or default_json_path("routing")
+    _publish(
+        format_routing_report(result),
+        lambda json_path: write_routing_json(result, json_path),
+        path,
+        "routing",
+    )
+    plot = args.plot or path.with_suffix(".png")
+    write_routing_plot(result, plot)
+    status(f"wrote {plot}")
     return 0
 
 

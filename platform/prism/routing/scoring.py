@@ -24,7 +24,7 @@ class ReplicaLoad:
 class CostModel:
     """The knobs of the cost: see :class:`prism.config.RouterSettings`."""
 
-    load_cost_tokens: float = 256.0
+    load_cost_tokens: float = 32.0
     imbalance_threshold: int = 16
     kv_usage_threshold: float = 0.95
 
