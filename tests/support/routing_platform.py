@@ -14,7 +14,7 @@ from prism.hashing import BlockHash
 from prism.redis_server import EmbeddedRedis
 from prism.routing.hint import RoutingHint
 from prism.routing.keys import IndexKeys
-from prism.serving.responses import PREDICTED_CACHED_HEADER, REPLICA_HEADER
+from prism.serving.headers import PREDICTED_CACHED_HEADER, REPLICA_HEADER
 
 ROUTING_APP = "prism-routing"
 ROUTE_PREFIX = "/routing"

@@ -24,8 +24,7 @@ from openai.types import CompletionUsage
 from prism.bench.routing_workloads import PlannedRequest, Prompt
 from prism.bench.serve_load import RequestRecord
 from prism.errors import PrismError
-from prism.serving.ingress import SESSION_HEADER
-from prism.serving.responses import PREDICTED_CACHED_HEADER, REPLICA_HEADER
+from prism.serving.headers import PREDICTED_CACHED_HEADER, REPLICA_HEADER, SESSION_HEADER
 
 WARMUP_OUTPUT_TOKENS = 4
 MAX_WARMUP_ROUNDS = 8

@@ -17,7 +17,7 @@ import openai
 from openai import AsyncOpenAI
 
 from prism.bench.serve_prompts import Messages
-from prism.serving.responses import REPLICA_HEADER
+from prism.serving.headers import REPLICA_HEADER
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,14 +27,12 @@ from prism.routing.hint import RoutingHint
 from prism.routing.metrics import router_metrics
 from prism.serving.errors import APIError, to_api_error
 from prism.serving.fanout import Choice, start_choices
+from prism.serving.headers import SESSION_HEADER
 from prism.serving.http_middleware import APIMiddleware
 from prism.serving.protocol import ChatCompletionRequest, CompletionRequest
 from prism.serving.responses import ResponseBuilder, routing_headers, streaming_response
 
 logger = logging.getLogger(__name__)
-
-SESSION_HEADER = "x-session-id"
-"""A client's session id, for the ``session`` routing policy."""
 
 app = FastAPI(title="Prism", description="OpenAI-compatible API of the Prism LLM platform")
 app.add_middleware(APIMiddleware)

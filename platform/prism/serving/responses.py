@@ -20,11 +20,9 @@ from prism.serving.fanout import (
     predicted_cached_tokens,
     replicas,
 )
+from prism.serving.headers import PREDICTED_CACHED_HEADER, REPLICA_HEADER
 
 logger = logging.getLogger(__name__)
-
-REPLICA_HEADER = "x-prism-replica"
-PREDICTED_CACHED_HEADER = "x-prism-predicted-cached-tokens"
 
 
 def routing_headers(choices: list[Choice]) -> dict[str, str]:
