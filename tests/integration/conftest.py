@@ -15,12 +15,7 @@ from prism.redis_server import EmbeddedRedis, free_port
 from prism.serving.app import APP_NAME, build_app
 from support.live_platform import API_KEY, MAX_NUM_SEQS, MAX_QUEUED, MODEL_ID, Platform
 from support.models import save_tiny_chat_model
-from support.routing_platform import (
-    ROUTE_PREFIX,
-    ROUTING_APP,
-    RoutingPlatform,
-    routing_config,
-)
+from support.routing_platform import RoutingPlatform, routing_config, serve_routing_app
 
 
 @pytest.fixture(scope="session")
@@ -89,24 +84,29 @@ def platform(
     )
 
 
+@pytest.fixture(scope="session")
+def tiny_chat_model(smollm2_files: ResolvedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama with SmolLM2's tokenizer: cheap enough for several replicas."""
+    folder = tmp_path_factory.mktemp("models") / "tiny-chat"
+    return save_tiny_chat_model(folder, smollm2_files.path)
+
+
 @pytest.fixture(scope="module")
 def routing_platform(
-    ray_instance: int,
-    http_port: int,
-    smollm2_files: ResolvedModel,
-    tmp_path_factory: pytest.TempPathFactory,
+    ray_instance: int, http_port: int, tiny_chat_model: Path
 ) -> Iterator[RoutingPlatform]:
     """Three tiny replicas behind two ingresses, with a Redis of their own (tests stop it)."""
-    model = save_tiny_chat_model(
-        tmp_path_factory.mktemp("models") / "tiny-chat", smollm2_files.path
-    )
     with EmbeddedRedis() as redis_server:
-        config = routing_config(redis_server.url, http_port, str(model))
-        serve.run(build_app(config), name=ROUTING_APP, route_prefix=ROUTE_PREFIX)
-        yield RoutingPlatform(
-            base_url=f"http://127.0.0.1:{http_port}{ROUTE_PREFIX}",
-            metrics_url=f"http://127.0.0.1:{ray_instance}/metrics",
-            config=config,
-            redis_server=redis_server,
-        )
-        serve.delete(ROUTING_APP)
+        config = routing_config(redis_server.url, http_port, str(tiny_chat_model))
+        with serve_routing_app(config, redis_server, ray_instance, "") as platform:
+            yield platform
+
+
+@pytest.fixture(scope="module")
+def session_platform(
+    ray_instance: int, http_port: int, tiny_chat_model: Path, redis_server: EmbeddedRedis
+) -> Iterator[RoutingPlatform]:
+    """The same replicas routed by the ``session`` policy."""
+    config = routing_config(redis_server.url, http_port, str(tiny_chat_model), policy="session")
+    with serve_routing_app(config, redis_server, ray_instance, "-session") as platform:
+        yield platform

@@ -4,17 +4,21 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import httpx
 import redis
+from ray import serve
 
 from prism.config import PlatformConfig
 from prism.hashing import BlockHash
 from prism.redis_server import EmbeddedRedis
 from prism.routing.hint import RoutingHint
 from prism.routing.keys import IndexKeys
-from prism.serving.headers import PREDICTED_CACHED_HEADER, REPLICA_HEADER
+from prism.serving.app import build_app
+from prism.serving.headers import PREDICTED_CACHED_HEADER, REPLICA_HEADER, SESSION_HEADER
 
 ROUTING_APP = "prism-routing"
 ROUTE_PREFIX = "/routing"
@@ -47,10 +51,15 @@ class RoutingPlatform:
     def redis(self) -> redis.Redis:
         return redis.Redis.from_url(self.redis_server.url)
 
-    def complete(self, prompt: list[int], max_tokens: int = 2) -> Completion:
+    def complete(
+        self, prompt: list[int], max_tokens: int = 2, session_id: str | None = None
+    ) -> Completion:
         """One completion of token ids; raises on any HTTP error."""
         body = {"model": TINY_MODEL_ID, "prompt": prompt, "max_tokens": max_tokens}
-        response = httpx.post(f"{self.base_url}/v1/completions", json=body, timeout=60)
+        headers = {} if session_id is None else {SESSION_HEADER: session_id}
+        response = httpx.post(
+            f"{self.base_url}/v1/completions", json=body, headers=headers, timeout=60
+        )
         response.raise_for_status()
         usage = response.json()["usage"]
         details = usage.get("prompt_tokens_details") or {}
@@ -73,7 +82,27 @@ class RoutingPlatform:
             time.sleep(0.05)
 
 
-def routing_config(redis_url: str, http_port: int, model_path: str) -> PlatformConfig:
+@contextmanager
+def serve_routing_app(
+    config: PlatformConfig, redis_server: EmbeddedRedis, metrics_port: int, suffix: str
+) -> Iterator[RoutingPlatform]:
+    """Run ``config`` as its own Serve application, named and routed with ``suffix``."""
+    name, prefix = ROUTING_APP + suffix, ROUTE_PREFIX + suffix
+    serve.run(build_app(config), name=name, route_prefix=prefix)
+    try:
+        yield RoutingPlatform(
+            base_url=f"http://127.0.0.1:{config.http.port}{prefix}",
+            metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+            config=config,
+            redis_server=redis_server,
+        )
+    finally:
+        serve.delete(name)
+
+
+def routing_config(
+    redis_url: str, http_port: int, model_path: str, policy: str = "prefix"
+) -> PlatformConfig:
     """Three tiny replicas with small KV caches (so eviction is easy) and two ingresses."""
     return PlatformConfig.model_validate(
         {
@@ -97,7 +126,7 @@ def routing_config(redis_url: str, http_port: int, model_path: str) -> PlatformC
                 "liveness_ttl_s": 2.0,
                 "timeout_s": 0.5,
             },
-            "router": {"policy": "prefix", "predicted_ttl_s": 2.0, "stats_period_s": 0.5},
+            "router": {"policy": policy, "predicted_ttl_s": 2.0, "stats_period_s": 0.5},
         }
     )
 
