@@ -84,4 +84,5 @@ def build_app(config: PlatformConfig) -> Application:
         ray_actor_options={"num_cpus": 0},
         max_ongoing_requests=INGRESS_MAX_ONGOING_REQUESTS,
     )
-    return ingress.bind(servers, config.http.model_dump(mode="json"))
+    hash_prompts = config.router.policy == "prefix"
+    return ingress.bind(servers, config.http.model_dump(mode="json"), hash_prompts)

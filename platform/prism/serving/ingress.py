@@ -101,8 +101,11 @@ def read_api_key(settings: HTTPSettings) -> str | None:
 class Ingress:
     """Serves ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions`` and ``/health``."""
 
-    def __init__(self, models: list[tuple[dict, DeploymentHandle]], http: dict) -> None:
+    def __init__(
+        self, models: list[tuple[dict, DeploymentHandle]], http: dict, hash_prompts: bool
+    ) -> None:
         created = int(time.time())
+        self.hash_prompts = hash_prompts  # only the prefix policy reads the block hashes
         self.models: dict[str, ServedModel] = {}
         for settings, handle in models:
             model = ModelSettings.model_validate(settings)
@@ -148,6 +151,8 @@ class Ingress:
         session_id = request.headers.get(SESSION_HEADER)
 
         def routing(prompt: list[int]) -> RoutingHint:
+            if not self.hash_prompts:
+                return RoutingHint([], len(prompt), model.block_size, session_id)
             return RoutingHint.for_prompt(
                 prompt, model.id, model.block_size, cache_salt, session_id
             )
