@@ -36,13 +36,11 @@ def test_requests_sharing_a_prefix_go_to_the_replica_holding_it(
     routing_platform: RoutingPlatform,
 ) -> None:
     rng = random.Random(2)
-    prefix = random_tokens(PREFIX_TOKENS, rng)
-    first = routing_platform.complete(prefix + random_tokens(20, rng))
-    routing_platform.wait_until_indexed(first.replica, prompt_hashes(prefix))
+    prefix, holder = seed_prefix(routing_platform, rng)
 
     followers = [routing_platform.complete(prefix + random_tokens(20, rng)) for _ in range(10)]
 
-    assert {follower.replica for follower in followers} == {first.replica}
+    assert {follower.replica for follower in followers} == {holder}
     assert all(follower.cached_tokens >= PREFIX_TOKENS for follower in followers)
     assert all(follower.predicted_cached_tokens >= PREFIX_TOKENS for follower in followers)
 
@@ -51,14 +49,12 @@ def test_two_ingress_routers_send_a_prefix_to_the_same_replica(
     routing_platform: RoutingPlatform,
 ) -> None:
     rng = random.Random(3)
-    prefix = random_tokens(PREFIX_TOKENS, rng)
-    first = routing_platform.complete(prefix + random_tokens(20, rng))
-    routing_platform.wait_until_indexed(first.replica, prompt_hashes(prefix))
+    prefix, holder = seed_prefix(routing_platform, rng)
     before = routers_with_hits(routing_platform)
 
     followers = [routing_platform.complete(prefix + random_tokens(20, rng)) for _ in range(12)]
 
-    assert {follower.replica for follower in followers} == {first.replica}
+    assert {follower.replica for follower in followers} == {holder}
     deadline = time.monotonic() + 30
     while True:  # both ingress replicas' routers must have placed some of them by cache hit
         grew = {
@@ -76,10 +72,8 @@ def test_after_eviction_the_old_holder_is_no_longer_favoured(
     routing_platform: RoutingPlatform,
 ) -> None:
     rng = random.Random(4)
-    prefix = random_tokens(PREFIX_TOKENS, rng)
-    holder = routing_platform.complete(prefix + random_tokens(20, rng)).replica
+    prefix, holder = seed_prefix(routing_platform, rng)
     hashes = prompt_hashes(prefix)
-    routing_platform.wait_until_indexed(holder, hashes)
 
     for _ in range(60):  # long unique prompts push the prefix out of the holder's cache
         routing_platform.complete(random_tokens(700, rng))
@@ -96,9 +90,7 @@ def test_after_eviction_the_old_holder_is_no_longer_favoured(
 
 def test_redis_outage_routes_by_load_and_recovers(routing_platform: RoutingPlatform) -> None:
     rng = random.Random(5)
-    prefix = random_tokens(PREFIX_TOKENS, rng)
-    holder = routing_platform.complete(prefix + random_tokens(20, rng)).replica
-    routing_platform.wait_until_indexed(holder, prompt_hashes(prefix))
+    prefix, holder = seed_prefix(routing_platform, rng)
     fallbacks_before = decisions(routing_platform, "fallback")
 
     routing_platform.redis_server.stop()
@@ -124,9 +116,7 @@ def test_redis_outage_routes_by_load_and_recovers(routing_platform: RoutingPlatf
 
 def test_a_killed_replica_stops_attracting_its_prefixes(routing_platform: RoutingPlatform) -> None:
     rng = random.Random(6)
-    prefix = random_tokens(PREFIX_TOKENS, rng)
-    holder = routing_platform.complete(prefix + random_tokens(20, rng)).replica
-    routing_platform.wait_until_indexed(holder, prompt_hashes(prefix))
+    prefix, holder = seed_prefix(routing_platform, rng)
 
     ray.kill(replica_actor(holder), no_restart=True)
 
@@ -145,6 +135,14 @@ def test_a_killed_replica_stops_attracting_its_prefixes(routing_platform: Routin
         while client.exists(routing_platform.keys.blocks(holder)):
             assert time.monotonic() < deadline, "the dead replica's blocks never expired"
             time.sleep(0.2)
+
+
+def seed_prefix(routing_platform: RoutingPlatform, rng: random.Random) -> tuple[list[int], str]:
+    """A new prefix, sent once and published by the replica that served it (its holder)."""
+    prefix = random_tokens(PREFIX_TOKENS, rng)
+    holder = routing_platform.complete(prefix + random_tokens(20, rng)).replica
+    routing_platform.wait_until_indexed(holder, prompt_hashes(prefix))
+    return prefix, holder
 
 
 def routers_with_hits(routing_platform: RoutingPlatform) -> dict[str, float]:
