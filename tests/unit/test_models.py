@@ -17,12 +17,13 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast,
 from prism.errors import InvalidRequest, ModelNotFound
 from prism.models import (
     DEFAULT_MODEL_ID,
+    Checkpoint,
     ModelConfig,
     ResolvedModel,
+    Shard,
     apply_chat_template,
     cache_dir,
     convert_gguf,
-    load_state_dict,
     load_tokenizer,
     registry,
     resolve_model,
@@ -129,13 +130,16 @@ def test_unsupported_architecture_is_an_invalid_request_naming_it(tmp_path: Path
         ModelConfig.from_folder(folder)
 
 
-def test_load_state_dict_keeps_hf_names_and_shapes_in_given_dtype(
-    tiny_llama: TinyLlama,
-) -> None:
+def read_all(folder: Path, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    with Checkpoint(folder) as checkpoint:
+        return {name: checkpoint.read(name, dtype) for name in checkpoint.names()}
+
+
+def test_checkpoint_reads_hf_names_and_shapes_in_the_given_dtype(tiny_llama: TinyLlama) -> None:
     folder, model = tiny_llama
     expected = model.state_dict()
 
-    state = load_state_dict(folder, torch.bfloat16)
+    state = read_all(folder, torch.bfloat16)
 
     assert "model.layers.0.self_attn.q_proj.weight" in state
     assert set(state) == set(expected)
@@ -146,18 +150,36 @@ def test_load_state_dict_keeps_hf_names_and_shapes_in_given_dtype(
     assert state["model.layers.0.self_attn.k_proj.weight"].shape == (32, 64)
 
 
-def test_load_state_dict_reads_sharded_checkpoints_through_their_index(
+def test_checkpoint_reads_sharded_checkpoints_through_their_index(
     tiny_llama: TinyLlama, tmp_path: Path
 ) -> None:
     folder, model = tiny_llama
     model.save_pretrained(tmp_path, max_shard_size="50KB")
     assert (tmp_path / "model.safetensors.index.json").is_file()
 
-    sharded = load_state_dict(tmp_path, torch.float32)
-    single = load_state_dict(folder, torch.float32)
+    sharded = read_all(tmp_path, torch.float32)
+    single = read_all(folder, torch.float32)
 
     assert set(sharded) == set(single)
     assert all(torch.equal(sharded[name], single[name]) for name in single)
+
+
+def test_checkpoint_reads_one_shard_padding_an_uneven_split(tiny_llama: TinyLlama) -> None:
+    folder, model = tiny_llama
+    q_name, embed_name = "model.layers.0.self_attn.q_proj.weight", "model.embed_tokens.weight"
+    q_proj = model.state_dict()[q_name]  # [64, 64]
+    embed = model.state_dict()[embed_name]  # [256, 64]
+
+    with Checkpoint(folder) as checkpoint:
+        columns = checkpoint.read(q_name, torch.float32, shard=Shard(1, 1, 2))
+        last_rows = checkpoint.read(embed_name, torch.float32, shard=Shard(0, 2, 3))
+        unread = checkpoint.unread()
+
+    assert torch.equal(columns, q_proj[:, 32:])
+    assert last_rows.shape == (86, 64)  # 256 rows in parts of 86: 86, 86, 84 + 2 zero rows
+    assert torch.equal(last_rows[:84], embed[172:])
+    assert not last_rows[84:].any()
+    assert q_name not in unread and "model.norm.weight" in unread
 
 
 def test_resolve_model_uses_an_hf_folder_as_is(tiny_llama: TinyLlama) -> None:

@@ -100,9 +100,10 @@ class AsyncEngine:
         return self._thread.is_alive() and self._error is None
 
     def check_health(self) -> None:
-        """Raise :class:`EngineDead` if the step loop has stopped."""
+        """Raise :class:`EngineDead` if the step loop has stopped or a rank has died."""
         if not self.healthy:
             raise EngineDead(f"the engine loop stopped: {self._error!r}")
+        self.engine.check_health()
 
     async def generate(
         self,
@@ -186,6 +187,10 @@ class AsyncEngine:
             logger.exception("engine loop failed")
             self._error = error
         self._fail_all(self._error or EngineDead("the engine was shut down"))
+        try:
+            self.engine.close()
+        except Exception:
+            logger.warning("the engine did not close cleanly", exc_info=True)
 
     def _take_commands(self, block: bool) -> None:
         try:

@@ -14,6 +14,8 @@ class EngineConfig:
     ``kv_cache_bytes`` sizes the KV cache on CPU; on CUDA the cache takes
     ``gpu_memory_utilization`` of the device memory left free after the weights load.
     ``num_kv_blocks`` overrides both (tests use it to force preemption).
+    ``tensor_parallel_size`` ranks split each layer's heads and MLP (and the vocabulary);
+    ``kv_cache_bytes`` is then the budget of all ranks together.
     ``weight_dtype`` (None: as ``dtype``) stores the matrices in another dtype: on a CPU with
     native bf16 (AVX512-BF16, AMX), ``dtype="float32", weight_dtype="bfloat16"`` runs the
     matrix products in bf16 and everything else (norms, attention, KV cache) in fp32.
@@ -32,9 +34,11 @@ class EngineConfig:
     num_kv_blocks: int | None = None
     num_threads: int | None = None
     seed: int = 0
+    tensor_parallel_size: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("block_size", "max_num_seqs", "max_num_batched_tokens"):
+        sizes = ("block_size", "max_num_seqs", "max_num_batched_tokens", "tensor_parallel_size")
+        for name in sizes:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.num_kv_blocks is not None and self.num_kv_blocks < 1:

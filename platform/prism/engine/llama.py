@@ -2,6 +2,10 @@
 
 q/k/v and gate/up projections are fused into one matrix each at load time. Logits are
 computed only for the rows that sample.
+
+Under tensor parallelism (Megatron layout) each rank holds a slice of every matrix: q/k/v
+and gate/up by output rows (its heads, its part of the MLP), o and down by input columns
+(summed over the ranks), the embedding and LM head by vocabulary rows.
 """
 
 from __future__ import annotations
@@ -11,10 +15,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from prism.engine.attention import AttentionBatch, paged_attention, write_kv
+from prism.engine.parallel import TensorParallelGroup
 from prism.engine.rotary import RotaryEmbedding, Rotation
-from prism.models import ModelConfig
+from prism.models import Checkpoint, ModelConfig
 
-Weights = dict[str, torch.Tensor]
+COLUMNS = 0
+"""Split a weight by output features (its rows)."""
+ROWS = 1
+"""Split a weight by input features (its columns)."""
 
 
 def _param(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> nn.Parameter:
@@ -33,11 +41,36 @@ def _linear(
     return F.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
 
 
-def _take(weights: Weights, name: str) -> torch.Tensor:
-    try:
-        return weights.pop(name)
-    except KeyError:
-        raise ValueError(f"checkpoint has no tensor {name!r}") from None
+def _row_parallel(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    group: TensorParallelGroup,
+) -> torch.Tensor:
+    """A product over this rank's input columns, summed over the ranks; bias added once."""
+    if group.size == 1:
+        return _linear(x, weight, bias)
+    out = group.all_reduce(_linear(x, weight))
+    return out if bias is None else out + bias
+
+
+class _Loader:
+    """Reads one rank's part of each checkpoint tensor into a parameter."""
+
+    def __init__(self, checkpoint: Checkpoint, group: TensorParallelGroup) -> None:
+        self.checkpoint = checkpoint
+        self.group = group
+
+    def read(self, name: str, like: torch.Tensor, split: int | None = None) -> torch.Tensor:
+        shard = None if split is None else self.group.shard(split)
+        return self.checkpoint.read(name, like.dtype, like.device, shard)
+
+    def fill(self, target: torch.Tensor, name: str, split: int | None = None) -> None:
+        target.copy_(self.read(name, target, split))
+
+    def fill_fused(self, target: torch.Tensor, names: list[str]) -> None:
+        """Row-split tensors stacked, each contributing this rank's rows."""
+        target.copy_(torch.cat([self.read(name, target, COLUMNS) for name in names]))
 
 
 class RMSNorm(nn.Module):
@@ -54,14 +87,21 @@ class RMSNorm(nn.Module):
 
 
 class Attention(nn.Module):
-    def __init__(self, config: ModelConfig, dtype: torch.dtype, device: torch.device) -> None:
-        """``dtype`` is the dtype of the projection weights."""
+    def __init__(
+        self,
+        config: ModelConfig,
+        dtype: torch.dtype,
+        device: torch.device,
+        group: TensorParallelGroup,
+    ) -> None:
+        """``dtype`` is the dtype of the projection weights; the rank holds its heads only."""
         super().__init__()
-        self.num_heads = config.num_heads
-        self.num_kv_heads = config.num_kv_heads
+        self.group = group
+        self.num_heads = config.num_heads // group.size
+        self.num_kv_heads = config.num_kv_heads // group.size
         self.head_dim = config.head_dim
-        q_size = config.num_heads * config.head_dim
-        kv_size = config.num_kv_heads * config.head_dim
+        q_size = self.num_heads * config.head_dim
+        kv_size = self.num_kv_heads * config.head_dim
         self.split = (q_size, kv_size, kv_size)
         self.qkv_weight = _param((q_size + 2 * kv_size, config.hidden_size), dtype, device)
         self.qkv_bias = (
@@ -70,15 +110,15 @@ class Attention(nn.Module):
         self.o_weight = _param((config.hidden_size, q_size), dtype, device)
         self.o_bias: nn.Parameter | None = None
 
-    def load(self, weights: Weights, prefix: str) -> None:
+    def load(self, loader: _Loader, prefix: str) -> None:
         names = ("q_proj", "k_proj", "v_proj")
-        self.qkv_weight.copy_(torch.cat([_take(weights, f"{prefix}.{n}.weight") for n in names]))
+        loader.fill_fused(self.qkv_weight, [f"{prefix}.{n}.weight" for n in names])
         if self.qkv_bias is not None:
-            self.qkv_bias.copy_(torch.cat([_take(weights, f"{prefix}.{n}.bias") for n in names]))
-        self.o_weight.copy_(_take(weights, f"{prefix}.o_proj.weight"))
-        o_bias = weights.pop(f"{prefix}.o_proj.bias", None)
-        if o_bias is not None:
-            self.o_bias = nn.Parameter(o_bias.to(self.o_weight), requires_grad=False)
+            loader.fill_fused(self.qkv_bias, [f"{prefix}.{n}.bias" for n in names])
+        loader.fill(self.o_weight, f"{prefix}.o_proj.weight", ROWS)
+        if f"{prefix}.o_proj.bias" in loader.checkpoint:
+            o_bias = loader.read(f"{prefix}.o_proj.bias", self.o_weight)
+            self.o_bias = nn.Parameter(o_bias, requires_grad=False)
 
     def forward(
         self,
@@ -95,25 +135,31 @@ class Attention(nn.Module):
         k_cache, v_cache = kv_cache[0], kv_cache[1]
         write_kv(k_cache, v_cache, k, v, batch.slot_mapping)
         out = paged_attention(q, k_cache, v_cache, batch)
-        return _linear(out.reshape(x.shape[0], -1), self.o_weight, self.o_bias)
+        return _row_parallel(out.reshape(x.shape[0], -1), self.o_weight, self.o_bias, self.group)
 
 
 class MLP(nn.Module):
-    def __init__(self, config: ModelConfig, dtype: torch.dtype, device: torch.device) -> None:
+    def __init__(
+        self,
+        config: ModelConfig,
+        dtype: torch.dtype,
+        device: torch.device,
+        group: TensorParallelGroup,
+    ) -> None:
         super().__init__()
-        size = config.intermediate_size
+        self.group = group
+        size = config.intermediate_size // group.size
         self.gate_up_weight = _param((2 * size, config.hidden_size), dtype, device)
         self.down_weight = _param((config.hidden_size, size), dtype, device)
 
-    def load(self, weights: Weights, prefix: str) -> None:
-        gate = _take(weights, f"{prefix}.gate_proj.weight")
-        up = _take(weights, f"{prefix}.up_proj.weight")
-        self.gate_up_weight.copy_(torch.cat([gate, up]))
-        self.down_weight.copy_(_take(weights, f"{prefix}.down_proj.weight"))
+    def load(self, loader: _Loader, prefix: str) -> None:
+        names = [f"{prefix}.gate_proj.weight", f"{prefix}.up_proj.weight"]
+        loader.fill_fused(self.gate_up_weight, names)
+        loader.fill(self.down_weight, f"{prefix}.down_proj.weight", ROWS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = _linear(x, self.gate_up_weight).chunk(2, dim=-1)
-        return _linear(F.silu(gate) * up, self.down_weight)
+        return _row_parallel(F.silu(gate) * up, self.down_weight, None, self.group)
 
 
 class DecoderLayer(nn.Module):
@@ -123,20 +169,19 @@ class DecoderLayer(nn.Module):
         dtype: torch.dtype,
         weight_dtype: torch.dtype,
         device: torch.device,
+        group: TensorParallelGroup,
     ) -> None:
         super().__init__()
         self.input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
-        self.attention = Attention(config, weight_dtype, device)
+        self.attention = Attention(config, weight_dtype, device, group)
         self.post_attention_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
-        self.mlp = MLP(config, weight_dtype, device)
+        self.mlp = MLP(config, weight_dtype, device, group)
 
-    def load(self, weights: Weights, prefix: str) -> None:
-        self.input_norm.weight.copy_(_take(weights, f"{prefix}.input_layernorm.weight"))
-        self.attention.load(weights, f"{prefix}.self_attn")
-        self.post_attention_norm.weight.copy_(
-            _take(weights, f"{prefix}.post_attention_layernorm.weight")
-        )
-        self.mlp.load(weights, f"{prefix}.mlp")
+    def load(self, loader: _Loader, prefix: str) -> None:
+        loader.fill(self.input_norm.weight, f"{prefix}.input_layernorm.weight")
+        self.attention.load(loader, f"{prefix}.self_attn")
+        loader.fill(self.post_attention_norm.weight, f"{prefix}.post_attention_layernorm.weight")
+        self.mlp.load(loader, f"{prefix}.mlp")
 
     def forward(
         self,
@@ -153,7 +198,8 @@ class LlamaModel(nn.Module):
     """A Llama/Mistral/Qwen2 decoder whose attention reads and writes a paged KV cache.
 
     Activations, norms and the KV cache are in ``dtype``; the matrices (projections,
-    embedding, LM head) in ``weight_dtype`` (by default the same).
+    embedding, LM head) in ``weight_dtype`` (by default the same). With a ``group`` of
+    several ranks this is one rank's shard.
     """
 
     def __init__(
@@ -163,15 +209,20 @@ class LlamaModel(nn.Module):
         dtype: torch.dtype,
         device: torch.device,
         weight_dtype: torch.dtype | None = None,
+        group: TensorParallelGroup | None = None,
     ) -> None:
         super().__init__()
         if config.mlp_bias:
             raise ValueError("MLP biases are not supported")
         self.config = config
+        self.group = group or TensorParallelGroup(device=device)
+        self.vocab_part = -(-config.vocab_size // self.group.size)
+        self.vocab_start = self.group.rank * self.vocab_part
         weight_dtype = weight_dtype or dtype
-        self.embed_weight = _param((config.vocab_size, config.hidden_size), weight_dtype, device)
+        self.embed_weight = _param((self.vocab_part, config.hidden_size), weight_dtype, device)
         self.layers = nn.ModuleList(
-            DecoderLayer(config, dtype, weight_dtype, device) for _ in range(config.num_layers)
+            DecoderLayer(config, dtype, weight_dtype, device, self.group)
+            for _ in range(config.num_layers)
         )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
         # The LM head stays in the activations' dtype: bf16 logits would round away the
@@ -179,29 +230,32 @@ class LlamaModel(nn.Module):
         self.lm_head_weight = (
             self.embed_weight
             if config.tie_word_embeddings and weight_dtype == dtype
-            else _param((config.vocab_size, config.hidden_size), dtype, device)
+            else _param((self.vocab_part, config.hidden_size), dtype, device)
         )
         self.rotary = RotaryEmbedding(
             config.head_dim, config.rope_theta, config.rope_scaling, max_positions, dtype, device
         )
 
     @torch.inference_mode()
-    def load_weights(self, weights: Weights) -> None:
-        """Copy a Hugging Face checkpoint's tensors in (``weights`` is consumed)."""
-        weights = dict(weights)
-        embeddings = _take(weights, "model.embed_tokens.weight")
-        self.embed_weight.copy_(embeddings)
+    def load_weights(self, checkpoint: Checkpoint) -> None:
+        """Copy in this rank's part of a Hugging Face checkpoint's tensors."""
+        loader = _Loader(checkpoint, self.group)
+        embeddings = "model.embed_tokens.weight"
+        loader.fill(self.embed_weight, embeddings, COLUMNS)
         for index, layer in enumerate(self.layers):
-            layer.load(weights, f"model.layers.{index}")
-        self.norm.weight.copy_(_take(weights, "model.norm.weight"))
-        head = weights.pop("lm_head.weight", None)
-        if self.config.tie_word_embeddings:
-            head = embeddings
+            layer.load(loader, f"model.layers.{index}")
+        loader.fill(self.norm.weight, "model.norm.weight")
+        tied = self.config.tie_word_embeddings
+        head = embeddings if tied else "lm_head.weight"
         if self.lm_head_weight is not self.embed_weight:
-            if head is None:
+            if head not in checkpoint:
                 raise ValueError("checkpoint has no lm_head.weight and does not tie embeddings")
-            self.lm_head_weight.copy_(head)
-        leftover = [name for name in weights if "rotary_emb" not in name]
+            loader.fill(self.lm_head_weight, head, COLUMNS)
+        leftover = [
+            name
+            for name in checkpoint.unread()
+            if "rotary_emb" not in name and not (tied and name == "lm_head.weight")
+        ]
         if leftover:
             raise ValueError(f"checkpoint tensors not used by the model: {leftover[:5]}")
 
@@ -213,11 +267,23 @@ class LlamaModel(nn.Module):
         batch: AttentionBatch,
     ) -> torch.Tensor:
         """Hidden states [tokens, hidden] after the final norm; K/V go into ``kv_caches``."""
-        x = F.embedding(input_ids, self.embed_weight).to(self.rotary.cos.dtype)
+        x = self._embed(input_ids)
         rotation = self.rotary.at(positions)
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
             x = layer(x, rotation, kv_cache, batch)
         return self.norm(x)
 
+    def _embed(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Embedding rows; each rank looks up the ids of its vocabulary part, summed."""
+        dtype = self.rotary.cos.dtype
+        if self.group.size == 1:
+            return F.embedding(input_ids, self.embed_weight).to(dtype)
+        local = input_ids - self.vocab_start
+        outside = (local < 0) | (local >= self.vocab_part)
+        rows = F.embedding(local.masked_fill(outside, 0), self.embed_weight).to(dtype)
+        return self.group.all_reduce(rows.masked_fill(outside[:, None], 0.0))
+
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return _linear(hidden, self.lm_head_weight).float()
+        """fp32 logits [rows, vocab]; every rank's vocabulary part gathered."""
+        logits = self.group.all_gather(_linear(hidden, self.lm_head_weight).float())
+        return logits[:, : self.config.vocab_size]

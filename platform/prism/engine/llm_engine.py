@@ -15,6 +15,8 @@ from prism.engine.detokenizer import OutputText
 from prism.engine.kv_cache_manager import KVCacheManager
 from prism.engine.kv_events import KVEvent
 from prism.engine.model_runner import ModelRunner
+from prism.engine.parallel import check_tensor_parallel
+from prism.engine.ranks import LocalRanks, RankLauncher
 from prism.engine.request import FinishReason, Request, RequestOutput
 from prism.engine.sampler import SampledToken, sample
 from prism.engine.sampling_params import SamplingParams
@@ -44,6 +46,8 @@ class LLMEngine:
     """Continuous batching over a paged KV cache for one model.
 
     Not thread-safe: one thread drives ``step``; :class:`AsyncEngine` wraps it for asyncio.
+    With ``tensor_parallel_size`` > 1 this engine is rank 0: ``ranks`` starts the others
+    (by default as local processes). :meth:`close` stops them.
     """
 
     def __init__(
@@ -52,12 +56,24 @@ class LLMEngine:
         model_path: Path,
         config: EngineConfig | None = None,
         tokenizer: Any | None = None,
+        ranks: RankLauncher | None = None,
     ) -> None:
         self.model_id = model_id
         self.config = config or EngineConfig()
         self.model_config = ModelConfig.from_folder(model_path)
         self.tokenizer = tokenizer
-        self.runner = ModelRunner(self.model_config, model_path, self.config)
+        check_tensor_parallel(self.model_config, self.config.tensor_parallel_size)
+        self.ranks = None
+        parallel = None
+        if self.config.tensor_parallel_size > 1:
+            self.ranks = ranks or LocalRanks()
+            parallel = self.ranks.start(model_path, self.config)
+        try:
+            self.runner = ModelRunner(self.model_config, model_path, self.config, parallel)
+        except BaseException:
+            if self.ranks is not None:
+                self.ranks.stop()
+            raise
         self.max_model_len = self._max_model_len()
         self.kv = KVCacheManager(
             self.runner.num_blocks, self.config.block_size, self.config.enable_prefix_caching
@@ -66,10 +82,12 @@ class LLMEngine:
         self._requests: dict[str, Request] = {}
         self._seed_source = torch.Generator().manual_seed(self.config.seed)
         logger.info(
-            "engine ready: %s on %s (%s), %d KV blocks of %d tokens (%d tokens), max_model_len %d",
+            "engine ready: %s on %s (%s, %d ranks), %d KV blocks of %d tokens (%d tokens), "
+            "max_model_len %d",
             model_id,
             self.runner.device,
             str(self.runner.dtype).removeprefix("torch."),
+            self.config.tensor_parallel_size,
             self.runner.num_blocks,
             self.config.block_size,
             self.runner.num_blocks * self.config.block_size,
@@ -82,6 +100,7 @@ class LLMEngine:
         source: str | None = None,
         config: EngineConfig | None = None,
         model_id: str | None = None,
+        ranks: RankLauncher | None = None,
     ) -> LLMEngine:
         """Build an engine for a model id, HF folder or GGUF file (the default model if None).
 
@@ -89,7 +108,27 @@ class LLMEngine:
         source's own name.
         """
         model = resolve_model(source)
-        return cls(model_id or model.model_id, model.path, config, load_tokenizer(model.path))
+        tokenizer = load_tokenizer(model.path)
+        return cls(model_id or model.model_id, model.path, config, tokenizer, ranks)
+
+    def __enter__(self) -> LLMEngine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the other tensor-parallel ranks, if any (rank 0's thread must call this)."""
+        try:
+            self.runner.close()
+        finally:
+            if self.ranks is not None:
+                self.ranks.stop()
+
+    def check_health(self) -> None:
+        """Raise :class:`~prism.engine.parallel.RankLost` if a tensor-parallel rank died."""
+        if self.ranks is not None:
+            self.ranks.check()
 
     def _max_model_len(self) -> int:
         model_len = self.config.max_model_len or self.model_config.max_position_embeddings

@@ -11,20 +11,28 @@ import torch
 from prism.engine.attention import AttentionBatch, PrefillSpan
 from prism.engine.config import EngineConfig
 from prism.engine.llama import LlamaModel
+from prism.engine.parallel import ParallelSetup, TensorParallelGroup, check_tensor_parallel
 from prism.engine.request import Request
 from prism.engine.scheduler import ScheduledChunk
-from prism.models import ModelConfig, load_state_dict
+from prism.engine.step_input import PrefillInput, StepInput, packing_order
+from prism.models import Checkpoint, ModelConfig
 
 logger = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present, else the CPU."""
+def resolve_device(name: str, rank: int = 0) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU.
+
+    A rank that sees several GPUs and was given no index takes GPU ``rank`` (modulo the count).
+    """
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", rank % torch.cuda.device_count())
+    return device
 
 
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
@@ -43,27 +51,42 @@ def available_cpus() -> int:
 
 
 class ModelRunner:
-    """Owns the model weights and the KV cache; turns a step's chunks into logits."""
+    """Owns one rank's weights and KV cache; turns a step's chunks into logits.
 
-    def __init__(self, model_config: ModelConfig, weights_path: Path, config: EngineConfig) -> None:
+    With tensor parallelism, rank 0's runner packs each step and broadcasts it; the other
+    ranks' runners :meth:`follow` those steps. Each rank holds its share of the heads.
+    """
+
+    def __init__(
+        self,
+        model_config: ModelConfig,
+        weights_path: Path,
+        config: EngineConfig,
+        parallel: ParallelSetup | None = None,
+    ) -> None:
         self.config = config
         self.block_size = config.block_size
-        self.device = resolve_device(config.device)
+        check_tensor_parallel(model_config, config.tensor_parallel_size)
+        self.device = resolve_device(config.device, parallel.rank if parallel else 0)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.weight_dtype = resolve_dtype(config.weight_dtype or config.dtype, self.device)
         if self.device.type == "cpu":
-            torch.set_num_threads(config.num_threads or available_cpus())
+            per_rank = max(1, available_cpus() // config.tensor_parallel_size)
+            torch.set_num_threads(config.num_threads or per_rank)
+        self.group = self._join(parallel)
         max_positions = config.max_model_len or model_config.max_position_embeddings
         self.model = LlamaModel(
-            model_config, max_positions, self.dtype, self.device, self.weight_dtype
+            model_config, max_positions, self.dtype, self.device, self.weight_dtype, self.group
         )
-        self.model.load_weights(load_state_dict(weights_path, self.dtype, self.device))
-        self.num_blocks = self._count_kv_blocks(model_config)
+        with Checkpoint(weights_path) as checkpoint:
+            self.model.load_weights(checkpoint)
+        self.num_kv_heads = model_config.num_kv_heads // self.group.size
+        self.num_blocks = self.group.min(self._count_kv_blocks(model_config))
         self.kv_caches = torch.zeros(
             (
                 model_config.num_layers,
                 2,
-                model_config.num_kv_heads,
+                self.num_kv_heads,
                 self.num_blocks,
                 self.block_size,
                 model_config.head_dim,
@@ -72,6 +95,14 @@ class ModelRunner:
             device=self.device,
         )
 
+    def _join(self, parallel: ParallelSetup | None) -> TensorParallelGroup:
+        size = self.config.tensor_parallel_size
+        if size == 1:
+            return TensorParallelGroup(device=self.device)
+        if parallel is None or parallel.world_size != size:
+            raise ValueError(f"tensor_parallel_size {size} needs a ParallelSetup of {size} ranks")
+        return TensorParallelGroup.join(parallel, self.device)
+
     def _count_kv_blocks(self, model_config: ModelConfig) -> int:
         if self.config.num_kv_blocks is not None:
             return self.config.num_kv_blocks
@@ -79,7 +110,7 @@ class ModelRunner:
             model_config.num_layers
             * 2
             * self.block_size
-            * model_config.num_kv_heads
+            * (model_config.num_kv_heads // self.group.size)
             * model_config.head_dim
             * torch.finfo(self.dtype).bits
             // 8
@@ -89,75 +120,70 @@ class ModelRunner:
             free, _total = torch.cuda.mem_get_info(self.device)
             budget = int(free * self.config.gpu_memory_utilization)
         else:
-            budget = self.config.kv_cache_bytes
+            budget = self.config.kv_cache_bytes // self.group.size
         num_blocks = budget // per_block
         if num_blocks < 1:
             raise ValueError(f"a KV budget of {budget} bytes holds no {per_block}-byte block")
         return num_blocks
 
-    @torch.inference_mode()
     def execute(self, chunks: list[ScheduledChunk]) -> tuple[torch.Tensor, list[Request]]:
-        """Run one step; return logits [samplers, vocab] and the requests they belong to."""
-        decodes = [chunk for chunk in chunks if chunk.num_tokens == 1]
-        prefills = [chunk for chunk in chunks if chunk.num_tokens > 1]
-        token_ids: list[int] = []
-        positions: list[int] = []
-        slots: list[int] = []
-        sample_rows: list[int] = []
-        samplers: list[Request] = []
-        spans: list[PrefillSpan] = []
-        for chunk in decodes + prefills:
-            request = chunk.request
-            end = chunk.start + chunk.num_tokens
-            if chunk.num_tokens > 1:
-                spans.append(self._prefill_span(chunk, len(token_ids)))
-            token_ids.extend(request.token_ids[chunk.start : end])
-            positions.extend(range(chunk.start, end))
-            blocks = request.block_ids
-            size = self.block_size
-            slots.extend(blocks[pos // size] * size + pos % size for pos in range(chunk.start, end))
-            if chunk.samples:
-                sample_rows.append(len(token_ids) - 1)
-                samplers.append(request)
+        """Run one step (rank 0); return logits [samplers, vocab] and their requests."""
+        step = StepInput.build(chunks, self.block_size)
+        self.group.broadcast(step.pack())
+        samplers = [chunk.request for chunk in packing_order(chunks) if chunk.samples]
+        return self.forward(step), samplers
+
+    def follow(self) -> None:
+        """Run the steps rank 0 broadcasts until it stops the group (ranks beyond 0)."""
+        while (values := self.group.receive()) is not None:
+            self.forward(StepInput.unpack(values))
+
+    def close(self) -> None:
+        """Rank 0: tell the other ranks to stop; every rank: leave the group."""
+        try:
+            if self.group.rank == 0 and not self.group.broken:
+                self.group.broadcast(None)
+        finally:
+            self.group.close()
+
+    @torch.inference_mode()
+    def forward(self, step: StepInput) -> torch.Tensor:
+        """Logits [sampling rows, vocab] of one packed step; K/V go into the cache."""
         batch = AttentionBatch(
-            slot_mapping=self._tensor(slots),
-            num_decodes=len(decodes),
+            slot_mapping=self._tensor(step.slots),
+            num_decodes=step.num_decodes,
             decode_block_tables=None,
             decode_mask=None,
-            prefills=spans,
+            prefills=[self._prefill_span(prefill) for prefill in step.prefills],
         )
-        if decodes:
-            batch.decode_block_tables, batch.decode_mask = self._decode_tables(decodes)
-        hidden = self.model(self._tensor(token_ids), self._tensor(positions), self.kv_caches, batch)
-        logits = self.model.compute_logits(hidden[self._tensor(sample_rows)])
-        return logits, samplers
+        if step.num_decodes:
+            batch.decode_block_tables = self._tensor(step.decode_tables)
+            batch.decode_mask = self._decode_mask(step)
+        hidden = self.model(
+            self._tensor(step.token_ids), self._tensor(step.positions), self.kv_caches, batch
+        )
+        return self.model.compute_logits(hidden[self._tensor(step.sample_rows)])
 
-    def _tensor(self, values: list[int]) -> torch.Tensor:
+    def _tensor(self, values: list[int] | list[list[int]]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long, device=self.device)
 
-    def _decode_tables(self, decodes: list[ScheduledChunk]) -> tuple[torch.Tensor, torch.Tensor]:
-        context_lens = [chunk.start + 1 for chunk in decodes]
-        width = -(-max(context_lens) // self.block_size)
-        tables = [
-            chunk.request.block_ids[:width] + [0] * (width - len(chunk.request.block_ids[:width]))
-            for chunk in decodes
-        ]
+    def _decode_mask(self, step: StepInput) -> torch.Tensor:
+        width = len(step.decode_tables[0])
         key_positions = torch.arange(width * self.block_size, device=self.device)
-        mask = key_positions[None, :] < self._tensor(context_lens)[:, None]
-        return self._tensor(tables), mask[:, None, None, :]
+        mask = key_positions[None, :] < self._tensor(step.decode_context_lens)[:, None]
+        return mask[:, None, None, :]
 
-    def _prefill_span(self, chunk: ScheduledChunk, query_start: int) -> PrefillSpan:
-        context_len = chunk.start + chunk.num_tokens
-        num_blocks = -(-context_len // self.block_size)
+    def _prefill_span(self, prefill: PrefillInput) -> PrefillSpan:
+        start = prefill.context_len - prefill.query_len
         mask = None
-        if chunk.start > 0:
-            query_positions = torch.arange(chunk.start, context_len, device=self.device)
-            key_positions = torch.arange(context_len, device=self.device)
+        if start > 0:
+            query_positions = torch.arange(start, prefill.context_len, device=self.device)
+            key_positions = torch.arange(prefill.context_len, device=self.device)
             mask = key_positions[None, :] <= query_positions[:, None]
         return PrefillSpan(
-            query_start=query_start,
-            query_len=chunk.num_tokens,
-            context_len=context_len,
-            block_ids=self._tensor(chunk.request.block_ids[:num_blocks]),
+            query_start=prefill.query_start,
+            query_len=prefill.query_len,
+            context_len=prefill.context_len,
+            block_ids=self._tensor(prefill.block_ids),
             mask=mask,
         )

@@ -6,16 +6,17 @@ from prism.models.config import ModelConfig
 from prism.models.gguf import convert_gguf
 from prism.models.registry import DEFAULT_MODEL_ID, ResolvedModel, cache_dir, resolve_model
 from prism.models.tokenizer import apply_chat_template, load_tokenizer
-from prism.models.weights import load_state_dict
+from prism.models.weights import Checkpoint, Shard
 
 __all__ = [
     "DEFAULT_MODEL_ID",
+    "Checkpoint",
     "ModelConfig",
     "ResolvedModel",
+    "Shard",
     "apply_chat_template",
     "cache_dir",
     "convert_gguf",
-    "load_state_dict",
     "load_tokenizer",
     "resolve_model",
 ]
