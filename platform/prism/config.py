@@ -60,13 +60,19 @@ class EngineSettings(_Section):
     num_kv_blocks: int | None = Field(None, ge=1)
     num_threads: int | None = Field(None, ge=1)
     seed: int = 0
+    tensor_parallel_size: int = Field(1, ge=1, le=64)
+    """Ranks (usually GPUs of one node) that split each layer; see docs/tensor-parallel.md."""
 
     def to_engine_config(self) -> EngineConfig:
         return EngineConfig(**self.model_dump())
 
 
 class ReplicaResources(_Section):
-    """What Ray reserves for one replica."""
+    """What Ray reserves for each rank of a replica (the whole replica when it has one rank).
+
+    With ``tensor_parallel_size`` N a replica is one placement group of N such bundles, all
+    on one node.
+    """
 
     num_cpus: float = Field(1.0, ge=0.0)
     num_gpus: float = Field(0.0, ge=0.0)
@@ -99,6 +105,19 @@ class ModelSettings(_Section):
     resources: ReplicaResources = ReplicaResources()
     max_queued_requests: int = Field(256, ge=0)
     """Requests a replica lets wait behind a full batch; more are refused (HTTP 429)."""
+
+    @model_validator(mode="after")
+    def _rank_resources(self) -> ModelSettings:
+        if self.engine.tensor_parallel_size == 1:
+            return self
+        gpus, cpus = self.resources.num_gpus, self.resources.num_cpus
+        if gpus != int(gpus):
+            raise ValueError(
+                f"with tensor_parallel_size > 1 each rank needs whole GPUs (num_gpus is {gpus})"
+            )
+        if gpus == 0 and cpus == 0:
+            raise ValueError("with tensor_parallel_size > 1 each rank must reserve a CPU or GPU")
+        return self
 
 
 class HTTPSettings(_Section):

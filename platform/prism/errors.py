@@ -35,3 +35,7 @@ class Overloaded(PrismError):
 
 class EngineDead(PrismError):
     """The engine's step loop stopped; no request can make progress."""
+
+
+class RankLost(EngineDead):
+    """A tensor-parallel rank of the engine died or stopped answering; the replica is done."""

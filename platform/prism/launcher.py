@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import ray
 from ray import serve
 
-from prism.config import PlatformConfig
-from prism.models import resolve_model
+from prism.config import ConfigError, ModelSettings, PlatformConfig
+from prism.engine.parallel import check_tensor_parallel
+from prism.models import ModelConfig, resolve_model
 from prism.redis_server import EmbeddedRedis
 from prism.serving.app import APP_NAME, build_app
 
@@ -51,12 +52,23 @@ def _start_ray(config: PlatformConfig, address: str | None, stack: ExitStack) ->
     return f"http://{url}" if url and not url.startswith("http") else url
 
 
+def check_model(model: ModelSettings) -> None:
+    """Resolve a model's weights and check they fit its settings, before any replica starts."""
+    resolved = resolve_model(model.source)
+    try:
+        check_tensor_parallel(
+            ModelConfig.from_folder(resolved.path), model.engine.tensor_parallel_size
+        )
+    except ValueError as error:
+        raise ConfigError(f"model {model.id!r}: {error}") from None
+
+
 def start_platform(
     config: PlatformConfig, stack: ExitStack, ray_address: str | None = None
 ) -> Endpoints:
     """Start everything ``config`` asks for; ``stack`` undoes it in reverse order."""
     for model in config.models:  # convert GGUF weights once here, not in every replica
-        resolve_model(model.source)
+        check_model(model)
     redis_url = config.redis.url
     if redis_url is None:
         redis_url = stack.enter_context(EmbeddedRedis()).url

@@ -76,3 +76,17 @@ def test_bench_engine_writes_positive_numbers_for_both_engines(tmp_path: Path) -
             assert measure > 0
     for ratio in record["ratio_prism_over_hf"].values():
         assert ratio > 0
+
+
+def test_serve_refuses_a_tensor_parallel_size_the_heads_do_not_divide(tmp_path: Path) -> None:
+    profile = tmp_path / "tp2.yaml"
+    profile.write_text("models: [{id: smollm2, engine: {tensor_parallel_size: 2}}]\n")
+
+    result = run_prism("serve", "--config", str(profile))
+
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert (
+        "prism: error: model 'smollm2': tensor_parallel_size 2 does not divide the model's "
+        "9 attention heads, 3 key/value heads; sizes that do: 1, 3"
+    ) in result.stderr

@@ -1,4 +1,4 @@
-"""One Ray instance, one real Redis and one Prism Serve application for all integration tests."""
+"""A simulated Ray cluster, one real Redis and one Prism Serve application for the tests."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ from pathlib import Path
 import pytest
 import ray
 from ray import serve
+from ray.cluster_utils import Cluster
+from ray.serve.config import ProxyLocation
 
 from prism.config import PlatformConfig
 from prism.models import ResolvedModel
 from prism.redis_server import EmbeddedRedis, free_port
 from prism.serving.app import APP_NAME, build_app
+from support.cluster import GPU_NODES, RayCluster, gpu_node_args, head_node_args
 from support.live_platform import API_KEY, MAX_NUM_SEQS, MAX_QUEUED, MODEL_ID, Platform
 from support.models import save_tiny_chat_model
 from support.routing_platform import RoutingPlatform, routing_config, serve_routing_app
@@ -25,32 +28,32 @@ def redis_server() -> Iterator[EmbeddedRedis]:
 
 
 @pytest.fixture(scope="session")
-def ray_instance() -> Iterator[int]:
-    """A local Ray for the whole session; yields its Prometheus metrics port."""
-    metrics_port = free_port()
-    ray.init(
-        num_cpus=4,
-        include_dashboard=False,
-        _metrics_export_port=metrics_port,
-        _system_config={"metrics_report_interval_ms": 1000},
-        logging_level="WARNING",
-    )
-    yield metrics_port
+def ray_instance() -> Iterator[RayCluster]:
+    """A simulated cluster for the whole session: a CPU head node and two GPU worker nodes."""
+    cluster = Cluster()
+    head = cluster.add_node(**head_node_args())
+    gpu_nodes = [cluster.add_node(**gpu_node_args()) for _ in range(GPU_NODES)]
+    ray.init(address=cluster.address, logging_level="WARNING")
+    yield RayCluster.of(head, gpu_nodes)
     serve.shutdown()
     ray.shutdown()
+    cluster.shutdown()
 
 
 @pytest.fixture(scope="session")
-def http_port(ray_instance: int) -> int:
-    """Serve's HTTP proxy, shared by every application of the session."""
+def http_port(ray_instance: RayCluster) -> int:
+    """Serve's HTTP proxy on the head node only (every node shares this host's ports)."""
     port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(
+        proxy_location=ProxyLocation.HeadOnly,
+        http_options={"host": "127.0.0.1", "port": port},
+    )
     return port
 
 
 @pytest.fixture(scope="session")
 def platform(
-    ray_instance: int,
+    ray_instance: RayCluster,
     http_port: int,
     redis_server: EmbeddedRedis,
     tmp_path_factory: pytest.TempPathFactory,
@@ -79,7 +82,7 @@ def platform(
     serve.run(build_app(config), name=APP_NAME, route_prefix="/")
     return Platform(
         base_url=f"http://127.0.0.1:{config.http.port}",
-        metrics_url=f"http://127.0.0.1:{ray_instance}/metrics",
+        metrics_urls=ray_instance.metrics_urls,
         config=config,
     )
 
@@ -93,20 +96,20 @@ def tiny_chat_model(smollm2_files: ResolvedModel, tmp_path_factory: pytest.TempP
 
 @pytest.fixture(scope="module")
 def routing_platform(
-    ray_instance: int, http_port: int, tiny_chat_model: Path
+    ray_instance: RayCluster, http_port: int, tiny_chat_model: Path
 ) -> Iterator[RoutingPlatform]:
     """Three tiny replicas behind two ingresses, with a Redis of their own (tests stop it)."""
     with EmbeddedRedis() as redis_server:
         config = routing_config(redis_server.url, http_port, str(tiny_chat_model))
-        with serve_routing_app(config, redis_server, ray_instance, "") as platform:
+        with serve_routing_app(config, redis_server, ray_instance.metrics_urls, "") as platform:
             yield platform
 
 
 @pytest.fixture(scope="module")
 def session_platform(
-    ray_instance: int, http_port: int, tiny_chat_model: Path, redis_server: EmbeddedRedis
+    ray_instance: RayCluster, http_port: int, tiny_chat_model: Path, redis_server: EmbeddedRedis
 ) -> Iterator[RoutingPlatform]:
     """The same replicas routed by the ``session`` policy."""
     config = routing_config(redis_server.url, http_port, str(tiny_chat_model), policy="session")
-    with serve_routing_app(config, redis_server, ray_instance, "-session") as platform:
+    with serve_routing_app(config, redis_server, ray_instance.metrics_urls, "-session") as platform:
         yield platform

@@ -8,7 +8,7 @@ import time
 import httpx
 
 from support.live_platform import API_KEY, MAX_NUM_SEQS, MAX_QUEUED, MODEL_ID, Platform
-from support.metrics import metric_value
+from support.metrics import metric_value, scrape_metrics
 
 STORY = {
     "model": MODEL_ID,
@@ -57,10 +57,6 @@ def test_queue_overflow_is_a_429_and_the_rest_are_served(platform: Platform) -> 
     platform.wait_until_idle()
 
 
-def scrape(platform: Platform) -> str:
-    return httpx.get(platform.metrics_url, timeout=10).text
-
-
 ENGINE_METRICS = [
     "ray_prism_num_requests_running",
     "ray_prism_num_requests_waiting",
@@ -79,7 +75,7 @@ def settled_scrape(platform: Platform) -> str:
     """A scrape taken once earlier requests' metrics have all been exported."""
     previous = None
     for _ in range(30):
-        text = scrape(platform)
+        text = scrape_metrics(platform.metrics_urls)
         count = metric_value(text, "ray_prism_e2e_request_latency_seconds_count")
         if count is not None and count == previous:
             return text
@@ -103,7 +99,7 @@ def test_metrics_count_the_requests_sent(platform: Platform) -> None:
         )
     deadline = time.monotonic() + 60
     while True:
-        text = scrape(platform)
+        text = scrape_metrics(platform.metrics_urls)
         counts = {
             name: (metric_value(text, name, model=MODEL_ID) or 0.0)
             - (metric_value(before, name, model=MODEL_ID) or 0.0)

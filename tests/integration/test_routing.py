@@ -10,7 +10,7 @@ import ray
 from ray.serve._private.common import DeploymentID, ReplicaID
 from ray.serve._private.constants import SERVE_NAMESPACE
 
-from support.metrics import metric_samples, metric_value
+from support.metrics import metric_samples, metric_value, scrape_metrics
 from support.routing_platform import (
     ROUTING_APP,
     TINY_MODEL_ID,
@@ -147,7 +147,7 @@ def seed_prefix(routing_platform: RoutingPlatform, rng: random.Random) -> tuple[
 
 def routers_with_hits(routing_platform: RoutingPlatform) -> dict[str, float]:
     """Cache-hit decisions so far, per ingress replica (each runs its own router)."""
-    text = httpx.get(routing_platform.metrics_url, timeout=10).text
+    text = scrape_metrics(routing_platform.metrics_urls)
     samples = metric_samples(
         text, "ray_prism_router_decisions_total", application=ROUTING_APP, outcome="hit"
     )
@@ -155,7 +155,7 @@ def routers_with_hits(routing_platform: RoutingPlatform) -> dict[str, float]:
 
 
 def decisions(routing_platform: RoutingPlatform, outcome: str) -> float:
-    text = httpx.get(routing_platform.metrics_url, timeout=10).text
+    text = scrape_metrics(routing_platform.metrics_urls)
     name = "ray_prism_router_decisions_total"
     return metric_value(text, name, application=ROUTING_APP, outcome=outcome) or 0.0
 

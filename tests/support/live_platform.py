@@ -23,7 +23,7 @@ class Platform:
     """The running test platform: where to reach it and how to look inside."""
 
     base_url: str
-    metrics_url: str
+    metrics_urls: tuple[str, ...]
     config: PlatformConfig
 
     def client(self, **options) -> openai.OpenAI:

@@ -40,7 +40,7 @@ class RoutingPlatform:
     """The running routing application, its Redis, and ways to look into the index."""
 
     base_url: str
-    metrics_url: str
+    metrics_urls: tuple[str, ...]
     config: PlatformConfig
     redis_server: EmbeddedRedis
 
@@ -84,7 +84,10 @@ class RoutingPlatform:
 
 @contextmanager
 def serve_routing_app(
-    config: PlatformConfig, redis_server: EmbeddedRedis, metrics_port: int, suffix: str
+    config: PlatformConfig,
+    redis_server: EmbeddedRedis,
+    metrics_urls: tuple[str, ...],
+    suffix: str,
 ) -> Iterator[RoutingPlatform]:
     """Run ``config`` as its own Serve application, named and routed with ``suffix``."""
     name, prefix = ROUTING_APP + suffix, ROUTE_PREFIX + suffix
@@ -92,7 +95,7 @@ def serve_routing_app(
     try:
         yield RoutingPlatform(
             base_url=f"http://127.0.0.1:{config.http.port}{prefix}",
-            metrics_url=f"http://127.0.0.1:{metrics_port}/metrics",
+            metrics_urls=metrics_urls,
             config=config,
             redis_server=redis_server,
         )

@@ -43,6 +43,15 @@ def test_sizes_accept_units(tmp_path: Path) -> None:
             "models: [{id: m, autoscaling: {min_replicas: 3, max_replicas: 2}}]",
             "min_replicas must not exceed",
         ),
+        ("models: [{id: m, engine: {tensor_parallel_size: 0}}]", "tensor_parallel_size"),
+        (
+            "models: [{id: m, engine: {tensor_parallel_size: 2}, resources: {num_gpus: 0.5}}]",
+            "each rank needs whole GPUs (num_gpus is 0.5)",
+        ),
+        (
+            "models: [{id: m, engine: {tensor_parallel_size: 2}, resources: {num_cpus: 0}}]",
+            "each rank must reserve a CPU or GPU",
+        ),
     ],
 )
 def test_invalid_profiles_name_the_file_and_field(tmp_path: Path, text: str, where: str) -> None:

@@ -12,8 +12,8 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from prism.engine import EngineConfig, LLMEngine, SamplingParams
-from prism.engine.parallel import RankLost
 from prism.engine.step_input import PrefillInput, StepInput
+from prism.errors import RankLost
 from support.models import TINY_SHAPE, ReferenceModel, random_prompts
 
 PROMPT_LENGTHS = [1, 3, 16, 17, 33, 64, 90]

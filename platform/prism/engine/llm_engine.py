@@ -126,7 +126,7 @@ class LLMEngine:
                 self.ranks.stop()
 
     def check_health(self) -> None:
-        """Raise :class:`~prism.engine.parallel.RankLost` if a tensor-parallel rank died."""
+        """Raise :class:`~prism.errors.RankLost` if a tensor-parallel rank died."""
         if self.ranks is not None:
             self.ranks.check()
 

@@ -14,15 +14,11 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from prism.errors import EngineDead
+from prism.errors import RankLost
 from prism.models import ModelConfig, Shard
 
 COLLECTIVE_TIMEOUT = timedelta(minutes=10)
 """How long a rank waits for the others, loading the weights included."""
-
-
-class RankLost(EngineDead):
-    """A tensor-parallel rank stopped answering; the group can do no more work."""
 
 
 @dataclass(frozen=True, slots=True)

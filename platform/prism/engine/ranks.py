@@ -15,7 +15,8 @@ from typing import Protocol
 
 from prism.engine.config import EngineConfig
 from prism.engine.model_runner import ModelRunner
-from prism.engine.parallel import ParallelSetup, RankLost
+from prism.engine.parallel import ParallelSetup
+from prism.errors import RankLost
 from prism.models import ModelConfig
 
 logger = logging.getLogger(__name__)

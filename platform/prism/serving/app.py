@@ -11,6 +11,7 @@ from ray.serve.config import RequestRouterConfig
 from prism.config import ModelSettings, PlatformConfig
 from prism.serving.ingress import Ingress
 from prism.serving.llm_server import LLMServer
+from prism.serving.ranks import rank_bundle
 
 APP_NAME = "prism"
 INGRESS_MAX_ONGOING_REQUESTS = 4096
@@ -35,14 +36,27 @@ def _router_config(model: ModelSettings, config: PlatformConfig) -> RequestRoute
     )
 
 
+def _placement(model: ModelSettings) -> dict:
+    """Ray resources of a replica: one actor, or one placement group of a bundle per rank.
+
+    A tensor-parallel replica's bundles are ``STRICT_PACK``: all on one node, never split.
+    """
+    actor = {"num_cpus": model.resources.num_cpus, "num_gpus": model.resources.num_gpus}
+    size = model.engine.tensor_parallel_size
+    if size == 1:
+        return {"ray_actor_options": actor}
+    return {
+        "ray_actor_options": actor,
+        "placement_group_bundles": [rank_bundle(model.resources)] * size,
+        "placement_group_strategy": "STRICT_PACK",
+    }
+
+
 def _replica_options(model: ModelSettings, config: PlatformConfig) -> dict:
     options: dict = {
         "name": deployment_name(model),
         "request_router_config": _router_config(model, config),
-        "ray_actor_options": {
-            "num_cpus": model.resources.num_cpus,
-            "num_gpus": model.resources.num_gpus,
-        },
+        **_placement(model),
         # The engine itself refuses requests past its queue bound (Overloaded, HTTP 429), so
         # Serve must hand it a little more than that bound instead of queueing them itself.
         "max_ongoing_requests": model.engine.max_num_seqs + model.max_queued_requests + 16,

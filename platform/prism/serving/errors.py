@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from ray.exceptions import RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
-from prism.errors import ContextTooLong, EngineDead, InvalidRequest, ModelNotFound, Overloaded
+from prism.errors import (
+    ContextTooLong,
+    EngineDead,
+    InvalidRequest,
+    ModelNotFound,
+    Overloaded,
+    RankLost,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +68,12 @@ def to_api_error(error: BaseException) -> APIError:
         case Overloaded():
             return APIError(
                 429, "the server is overloaded; retry later", "overloaded_error", "overloaded"
+            )
+        case RankLost():
+            return APIError(
+                503,
+                "the model replica lost one of its tensor-parallel ranks; retry later",
+                "service_unavailable",
             )
         case EngineDead():
             return APIError(503, "the model is unavailable; retry later", "service_unavailable")

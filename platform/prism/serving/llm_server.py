@@ -15,6 +15,7 @@ from prism.engine import AsyncEngine, LLMEngine, RequestOutput, SamplingParams
 from prism.routing.hint import RoutingHint
 from prism.routing.publisher import EngineFeed, KVEventPublisher
 from prism.serving.metrics import EngineMetrics
+from prism.serving.ranks import RayRanks
 
 logger = logging.getLogger(__name__)
 
@@ -67,10 +68,14 @@ class LLMServer:
     async def __init__(self, settings: dict, redis: dict | None = None) -> None:
         model = ModelSettings.model_validate(settings)
         index = RedisSettings.model_validate(redis or {})
-        engine = LLMEngine.from_source(model.source, model.engine.to_engine_config(), model.id)
+        self.replica_id = serve.get_replica_context().replica_id.unique_id
+        config = model.engine.to_engine_config()
+        ranks = None
+        if config.tensor_parallel_size > 1:
+            ranks = RayRanks(model.resources, self.replica_id)
+        engine = LLMEngine.from_source(model.source, config, model.id, ranks)
         self.model_id = model.id
         self.engine = AsyncEngine(engine, model.max_queued_requests)
-        self.replica_id = serve.get_replica_context().replica_id.unique_id
         self.metrics = EngineMetrics(model.id)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._export_stats())]
@@ -131,7 +136,7 @@ class LLMServer:
         }
 
     def check_health(self) -> None:
-        """Serve's health probe: fails once the engine loop has died."""
+        """Serve's health probe: fails once the engine loop or a tensor-parallel rank died."""
         self.engine.check_health()
 
     def __del__(self) -> None:
