@@ -29,6 +29,11 @@ class ModelNotFound(PrismError):
     """No model of that name is known or its files cannot be found."""
 
 
+class IncompatibleSettings(PrismError, ValueError):
+    """Engine settings the model cannot run with, e.g. a tensor-parallel size that does not
+    divide its heads."""
+
+
 class Overloaded(PrismError):
     """The engine refuses new work until some of its queue drains."""
 

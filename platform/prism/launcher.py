@@ -15,6 +15,7 @@ from ray import serve
 
 from prism.config import ConfigError, ModelSettings, PlatformConfig
 from prism.engine.parallel import check_tensor_parallel
+from prism.errors import IncompatibleSettings
 from prism.models import ModelConfig, resolve_model
 from prism.redis_server import EmbeddedRedis
 from prism.serving.app import APP_NAME, build_app
@@ -59,7 +60,7 @@ def check_model(model: ModelSettings) -> None:
         check_tensor_parallel(
             ModelConfig.from_folder(resolved.path), model.engine.tensor_parallel_size
         )
-    except ValueError as error:
+    except IncompatibleSettings as error:
         raise ConfigError(f"model {model.id!r}: {error}") from None
 
 

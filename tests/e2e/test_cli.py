@@ -12,12 +12,19 @@ from support.prism_process import run_prism
 pytestmark = pytest.mark.slow
 
 
-def test_generate_streams_the_answer_to_a_factual_question() -> None:
-    result = run_prism("generate", "What is the capital of France?", "--max-tokens", "24")
+@pytest.mark.parametrize("ranks", ["1", "3"])
+def test_generate_streams_the_answer_to_a_factual_question(ranks: str) -> None:
+    result = run_prism(
+        "generate",
+        "What is the capital of France?",
+        "--max-tokens",
+        "24",
+        "--tensor-parallel-size",
+        ranks,
+    )
 
     assert result.returncode == 0, result.stderr
-    assert "Paris" in result.stdout
-    assert result.stdout.endswith("\n")
+    assert result.stdout == "The capital of France is Paris.\n"
 
 
 @pytest.mark.parametrize(
@@ -76,6 +83,16 @@ def test_bench_engine_writes_positive_numbers_for_both_engines(tmp_path: Path) -
             assert measure > 0
     for ratio in record["ratio_prism_over_hf"].values():
         assert ratio > 0
+
+
+def test_generate_refuses_a_tensor_parallel_size_the_heads_do_not_divide() -> None:
+    result = run_prism("generate", "Hello", "--tensor-parallel-size", "2")
+
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "prism: error: tensor_parallel_size 2 does not divide the model's "
+        "9 attention heads, 3 key/value heads; sizes that do: 1, 3"
+    )
 
 
 def test_serve_refuses_a_tensor_parallel_size_the_heads_do_not_divide(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ def run_engine_bench(
     dtype: str = "auto",
     weight_dtype: str | None = None,
     threads: int | None = None,
+    tensor_parallel_size: int = 1,
     with_hf: bool = True,
     progress: Callable[[str], None] = logger.info,
 ) -> EngineBenchResult:
@@ -38,6 +39,7 @@ def run_engine_bench(
 
     ``threads`` defaults to the CPUs this process may use; ``progress`` hears of each phase.
     ``weight_dtype`` stores Prism's matrices in another dtype; the baseline stays in ``dtype``.
+    With ``tensor_parallel_size`` N, Prism runs as N local ranks sharing ``threads``.
     """
     started = datetime.now().astimezone().isoformat(timespec="seconds")
     torch.set_num_threads(threads or available_cpus())
@@ -55,12 +57,14 @@ def run_engine_bench(
         device=str(torch_device),
         dtype=dtype_name,
         weight_dtype=weight_dtype,
-        num_threads=torch.get_num_threads(),
+        num_threads=max(1, torch.get_num_threads() // tensor_parallel_size),
+        tensor_parallel_size=tensor_parallel_size,
     )
     weights = f", {weight_dtype} weights" if weight_dtype else ""
     progress(
         f"Prism engine: {workload.num_requests} requests x {workload.output_tokens} tokens, "
-        f"{dtype_name}{weights} on {torch_device}, {torch.get_num_threads()} threads"
+        f"{dtype_name}{weights} on {torch_device}, {torch.get_num_threads()} threads, "
+        f"{tensor_parallel_size} ranks"
     )
     prism = measure_prism(
         model, tokenizer, config, prompts, warmup, workload.sampling_params(), long_prompt

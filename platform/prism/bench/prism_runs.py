@@ -59,12 +59,12 @@ def measure_prism(
     """
     with PeakMemory(resolve_device(config.device)) as memory:
         started = time.perf_counter()
-        engine = LLMEngine(model.model_id, model.path, config, tokenizer)
-        load_seconds = time.perf_counter() - started
-        _drive(engine, "warmup", [warmup], replace(params, max_tokens=WARMUP_TOKENS))
-        single = _drive(engine, "single", prompts[:1], params)
-        batch = _drive(engine, "batch", prompts, params)
-        prefill = _drive(engine, "prefill", [long_prompt], replace(params, max_tokens=1))
+        with LLMEngine(model.model_id, model.path, config, tokenizer) as engine:
+            load_seconds = time.perf_counter() - started
+            _drive(engine, "warmup", [warmup], replace(params, max_tokens=WARMUP_TOKENS))
+            single = _drive(engine, "single", prompts[:1], params)
+            batch = _drive(engine, "batch", prompts, params)
+            prefill = _drive(engine, "prefill", [long_prompt], replace(params, max_tokens=1))
     first_token = min(single.first_tokens.values())
     return EngineRun(
         load_seconds=load_seconds,

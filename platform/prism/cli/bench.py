@@ -76,6 +76,7 @@ def _run_bench_engine(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         weight_dtype=args.weight_dtype,
         threads=args.threads,
+        tensor_parallel_size=args.tensor_parallel_size,
         with_hf=not args.skip_hf,
         progress=status,
     )

@@ -26,18 +26,22 @@ def add_generate(add_parser: AddParser, parents: list[argparse.ArgumentParser]) 
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    engine = LLMEngine.from_source(args.model, engine_config(args))
-    if args.raw:
-        prompt = list(engine.tokenizer.encode(args.prompt))
-    else:
-        prompt = apply_chat_template(engine.tokenizer, [{"role": "user", "content": args.prompt}])
-    params = SamplingParams(
-        max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
-    )
-    engine.add_request("generate", prompt, params)
-    while engine.has_unfinished_requests():
-        for output in engine.step():
-            sys.stdout.write(output.new_text)
-            sys.stdout.flush()
+    with LLMEngine.from_source(args.model, engine_config(args)) as engine:
+        if args.raw:
+            prompt = list(engine.tokenizer.encode(args.prompt))
+        else:
+            message = {"role": "user", "content": args.prompt}
+            prompt = apply_chat_template(engine.tokenizer, [message])
+        params = SamplingParams(
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            top_p=args.top_p,
+            seed=args.seed,
+        )
+        engine.add_request("generate", prompt, params)
+        while engine.has_unfinished_requests():
+            for output in engine.step():
+                sys.stdout.write(output.new_text)
+                sys.stdout.flush()
     sys.stdout.write("\n")
     return 0

@@ -70,6 +70,13 @@ def engine_options() -> argparse.ArgumentParser:
         metavar="N",
         help="torch CPU threads (default: the CPUs this process may use)",
     )
+    options.add_argument(
+        "--tensor-parallel-size",
+        type=at_least(1),
+        default=1,
+        metavar="N",
+        help="split the model over N ranks, run as local processes (default: %(default)s)",
+    )
     return options
 
 
@@ -105,7 +112,12 @@ def server_errors(url: str) -> Iterator[None]:
 
 def engine_config(args: argparse.Namespace) -> EngineConfig:
     """The engine settings the engine options ask for."""
-    return EngineConfig(device=args.device, dtype=args.dtype, num_threads=args.threads)
+    return EngineConfig(
+        device=args.device,
+        dtype=args.dtype,
+        num_threads=args.threads,
+        tensor_parallel_size=args.tensor_parallel_size,
+    )
 
 
 def status(message: str) -> None:

@@ -14,7 +14,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from prism.errors import RankLost
+from prism.errors import IncompatibleSettings, RankLost
 from prism.models import ModelConfig, Shard
 
 COLLECTIVE_TIMEOUT = timedelta(minutes=10)
@@ -42,14 +42,14 @@ class ParallelSetup:
 
 
 def check_tensor_parallel(config: ModelConfig, size: int) -> None:
-    """Raise ``ValueError`` unless ``size`` ranks can split the model's heads and MLP evenly."""
+    """Raise :class:`IncompatibleSettings` unless ``size`` ranks can split the model evenly."""
     widths = _split_widths(config)
     uneven = [f"{count} {what}" for what, count in widths.items() if count % size]
     if uneven:
         fitting = [
             n for n in range(1, config.num_kv_heads + 1) if all(w % n == 0 for w in widths.values())
         ]
-        raise ValueError(
+        raise IncompatibleSettings(
             f"tensor_parallel_size {size} does not divide the model's {', '.join(uneven)}; "
             f"sizes that do: {', '.join(map(str, fitting))}"
         )
