@@ -129,6 +129,13 @@ class HTTPSettings(_Section):
     """Ingress replicas; each runs its own router over the shared Redis index."""
 
 
+class GRPCSettings(_Section):
+    """The gRPC API (``prism.v1.Generation``, health, reflection) on Serve's gRPC proxy."""
+
+    enabled: bool = True
+    port: int = Field(9000, ge=0, le=65535)
+
+
 class RedisSettings(_Section):
     """The prefix index's Redis; ``url`` None: ``prism serve`` starts an embedded server."""
 
@@ -180,6 +187,7 @@ class PlatformConfig(_Section):
 
     models: list[ModelSettings] = Field(min_length=1)
     http: HTTPSettings = HTTPSettings()
+    grpc: GRPCSettings = GRPCSettings()
     redis: RedisSettings = RedisSettings()
     router: RouterSettings = RouterSettings()
     ray: RaySettings = RaySettings()

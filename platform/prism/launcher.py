@@ -18,7 +18,7 @@ from prism.engine.parallel import check_tensor_parallel
 from prism.errors import IncompatibleSettings
 from prism.models import ModelConfig, resolve_model
 from prism.redis_server import EmbeddedRedis
-from prism.serving.app import APP_NAME, build_app
+from prism.serving.app import APP_NAME, build_app, grpc_options
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ class Endpoints:
     """Where a running platform can be reached."""
 
     openai_base_url: str
+    grpc_target: str | None
     dashboard_url: str | None
     metrics_url: str
     redis_url: str
@@ -77,11 +78,15 @@ def start_platform(
             update={"redis": config.redis.model_copy(update={"url": redis_url})}
         )
     dashboard = _start_ray(config, ray_address, stack)
-    serve.start(http_options={"host": config.http.host, "port": config.http.port})
+    serve.start(
+        http_options={"host": config.http.host, "port": config.http.port},
+        grpc_options=grpc_options(config.grpc),
+    )
     serve.run(build_app(config), name=APP_NAME, route_prefix="/")
     host = "127.0.0.1" if config.http.host in ("0.0.0.0", "::") else config.http.host
     return Endpoints(
         openai_base_url=f"http://{host}:{config.http.port}/v1",
+        grpc_target=f"{host}:{config.grpc.port}" if config.grpc.enabled else None,
         dashboard_url=dashboard,
         metrics_url=f"http://127.0.0.1:{config.ray.metrics_export_port}/metrics",
         redis_url=redis_url,

@@ -14,7 +14,7 @@ def add_serve(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> 
     parser = add_parser(
         "serve",
         parents=parents,
-        help="run the platform: Ray, Redis and the OpenAI-compatible API, until Ctrl-C",
+        help="run the platform: Ray, Redis, the OpenAI-compatible and gRPC APIs, until Ctrl-C",
     )
     parser.add_argument(
         "--config",
@@ -26,6 +26,7 @@ def add_serve(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> 
     parser.add_argument("--redis-url", help="use this Redis instead of starting an embedded one")
     parser.add_argument("--host", help="HTTP bind address (overrides the profile)")
     parser.add_argument("--port", type=int, help="HTTP port (overrides the profile)")
+    parser.add_argument("--grpc-port", type=int, help="gRPC port (overrides the profile)")
     parser.add_argument(
         "--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else start one)"
     )
@@ -40,9 +41,11 @@ def _serve_config(args: argparse.Namespace) -> PlatformConfig:
         if value is not None
     }
     redis = {"url": args.redis_url} if args.redis_url else {}
+    grpc = {"port": args.grpc_port} if args.grpc_port is not None else {}
     return config.model_copy(
         update={
             "http": config.http.model_copy(update=http),
+            "grpc": config.grpc.model_copy(update=grpc),
             "redis": config.redis.model_copy(update=redis),
         }
     )
@@ -50,6 +53,7 @@ def _serve_config(args: argparse.Namespace) -> PlatformConfig:
 
 def _announce(endpoints: Endpoints) -> None:
     print(f"OpenAI API:    {endpoints.openai_base_url}", flush=True)
+    print(f"gRPC API:      {endpoints.grpc_target or '(off)'}", flush=True)
     print(f"Ray dashboard: {endpoints.dashboard_url or '(not running)'}", flush=True)
     print(f"Metrics:       {endpoints.metrics_url}", flush=True)
     print(f"Redis:         {endpoints.redis_url}", flush=True)

@@ -6,9 +6,10 @@ import re
 
 from ray import serve
 from ray.serve import Application
-from ray.serve.config import RequestRouterConfig
+from ray.serve.config import RequestRouterConfig, gRPCOptions
 
-from prism.config import ModelSettings, PlatformConfig
+from prism.config import GRPCSettings, ModelSettings, PlatformConfig
+from prism.serving.grpc_service import GRPC_SERVICERS
 from prism.serving.ingress import Ingress
 from prism.serving.llm_server import LLMServer
 from prism.serving.ranks import rank_bundle
@@ -16,6 +17,13 @@ from prism.serving.ranks import rank_bundle
 APP_NAME = "prism"
 INGRESS_MAX_ONGOING_REQUESTS = 4096
 GRACEFUL_SHUTDOWN_TIMEOUT_S = 60.0
+
+
+def grpc_options(settings: GRPCSettings) -> gRPCOptions:
+    """Serve's gRPC proxy options: Prism's services on ``settings.port`` (none when off)."""
+    if not settings.enabled:
+        return gRPCOptions()
+    return gRPCOptions(port=settings.port, grpc_servicer_functions=GRPC_SERVICERS)
 
 
 def deployment_name(model: ModelSettings) -> str:

@@ -1,9 +1,11 @@
-"""The one place where Prism's errors become OpenAI-style HTTP errors."""
+"""The one place where Prism's errors become API errors: an HTTP status with an OpenAI error
+body, and the matching gRPC status code."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import grpc
 from ray.exceptions import RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
@@ -79,6 +81,20 @@ def to_api_error(error: BaseException) -> APIError:
             return APIError(503, "the model is unavailable; retry later", "service_unavailable")
         case _:
             return APIError(500, "internal server error", "internal_error")
+
+
+_GRPC_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    404: grpc.StatusCode.NOT_FOUND,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+
+
+def grpc_code(error: APIError) -> grpc.StatusCode:
+    """The gRPC status code of an API error (INTERNAL for anything unexpected)."""
+    return _GRPC_CODES.get(error.status, grpc.StatusCode.INTERNAL)
 
 
 def unauthorized() -> APIError:

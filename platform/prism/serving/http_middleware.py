@@ -6,13 +6,13 @@ disconnects pass through untouched.
 
 from __future__ import annotations
 
-import hmac
 import json
 import logging
 import time
 import uuid
 from typing import Any
 
+from prism.serving.auth import authorized
 from prism.serving.errors import APIError, unauthorized
 from prism.serving.metrics import IngressMetrics
 
@@ -93,12 +93,10 @@ class APIMiddleware:
 
     def _authorized(self, scope: Scope, path: str) -> bool:
         app_state = getattr(scope.get("app"), "state", None)
-        api_key = getattr(app_state, "api_key", None)
-        if not api_key or path in _OPEN_PATHS:
+        if path in _OPEN_PATHS:
             return True
-        given = _header(scope, b"authorization") or b""
-        scheme, _, token = given.decode(errors="replace").partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), api_key)
+        given = (_header(scope, b"authorization") or b"").decode(errors="replace")
+        return authorized(given, getattr(app_state, "api_key", None))
 
 
 async def _send_error(send: Any, error: APIError) -> None:

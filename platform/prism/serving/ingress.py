@@ -8,7 +8,6 @@ Requests are validated, chat-templated and tokenized here; the replicas receive 
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,17 +19,15 @@ from ray.serve.handle import DeploymentHandle
 from starlette.exceptions import HTTPException
 
 from prism.config import HTTPSettings, ModelSettings
-from prism.engine import SamplingParams
-from prism.errors import InvalidRequest, ModelNotFound, PrismError
+from prism.errors import ModelNotFound, PrismError
 from prism.models import apply_chat_template, load_tokenizer, resolve_model
-from prism.routing.hint import RoutingHint
-from prism.routing.metrics import router_metrics
 from prism.serving.errors import APIError, to_api_error
-from prism.serving.fanout import Choice, start_choices
+from prism.serving.grpc_service import GenerationRPCs
 from prism.serving.headers import SESSION_HEADER
 from prism.serving.http_middleware import APIMiddleware
-from prism.serving.protocol import ChatCompletionRequest, CompletionRequest
+from prism.serving.protocol import ChatCompletionRequest, CompletionRequest, invalid_fields
 from prism.serving.responses import ResponseBuilder, routing_headers, streaming_response
+from prism.serving.served_model import ServedModel
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +42,7 @@ def _error_response(request: Request, error: APIError) -> JSONResponse:
 
 @app.exception_handler(RequestValidationError)
 async def _invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
-    first = error.errors()[0]
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
-    message = first.get("msg", "invalid request")
-    if first.get("type") == "json_invalid":
-        message = "the request body is not valid JSON"
-    param = ".".join(location) or None
-    text = f"{param}: {message}" if param else message
-    return _error_response(request, APIError(400, text, "invalid_request_error", None, param))
+    return _error_response(request, to_api_error(invalid_fields(error.errors())))
 
 
 @app.exception_handler(HTTPException)
@@ -72,24 +62,6 @@ async def _unexpected_error(request: Request, error: Exception) -> JSONResponse:
     return _error_response(request, to_api_error(error))
 
 
-@dataclass
-class ServedModel:
-    """A model as the ingress knows it: its replicas' handle and its tokenizer."""
-
-    id: str
-    handle: DeploymentHandle
-    tokenizer: Any
-    created: int
-    block_size: int
-
-    def tokenize(self, prompt: str | list[int]) -> list[int]:
-        if isinstance(prompt, str):
-            if not prompt:
-                raise InvalidRequest("prompt must not be empty", "prompt")
-            return list(self.tokenizer.encode(prompt))
-        return list(prompt)
-
-
 def read_api_key(settings: HTTPSettings) -> str | None:
     """The API key from the configured file, else the configured environment variable."""
     if settings.api_key_file is not None:
@@ -98,22 +70,23 @@ def read_api_key(settings: HTTPSettings) -> str | None:
 
 
 @serve.ingress(app)
-class Ingress:
-    """Serves ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions`` and ``/health``."""
+class Ingress(GenerationRPCs):
+    """Serves ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions`` and ``/health``
+    over HTTP, and the gRPC API (:class:`GenerationRPCs`)."""
 
     def __init__(
         self, models: list[tuple[dict, DeploymentHandle]], http: dict, hash_prompts: bool
     ) -> None:
         created = int(time.time())
-        self.hash_prompts = hash_prompts  # only the prefix policy reads the block hashes
         self.models: dict[str, ServedModel] = {}
         for settings, handle in models:
             model = ModelSettings.model_validate(settings)
             tokenizer = load_tokenizer(resolve_model(model.source).path)
             self.models[model.id] = ServedModel(
-                model.id, handle, tokenizer, created, model.engine.block_size
+                model.id, handle, tokenizer, created, model.engine.block_size, hash_prompts
             )
-        app.state.api_key = read_api_key(HTTPSettings.model_validate(http))
+        self.api_key = read_api_key(HTTPSettings.model_validate(http))
+        app.state.api_key = self.api_key
         logger.info(
             "ingress ready: models %s, API key %s",
             ", ".join(self.models),
@@ -138,41 +111,19 @@ class Ingress:
         ]
         return JSONResponse({"object": "list", "data": data})
 
-    async def _start(
-        self,
-        model: ServedModel,
-        request: Request,
-        prompts: list[list[int]],
-        params: SamplingParams,
-        n: int,
-        cache_salt: str | None,
-    ) -> list[Choice]:
-        """Route and start every choice; record how well the router predicted their hits."""
-        session_id = request.headers.get(SESSION_HEADER)
-
-        def routing(prompt: list[int]) -> RoutingHint:
-            if not self.hash_prompts:
-                return RoutingHint([], len(prompt), model.block_size, session_id)
-            return RoutingHint.for_prompt(
-                prompt, model.id, model.block_size, cache_salt, session_id
-            )
-
-        choices = await start_choices(
-            model.handle, request.state.request_id, prompts, params, n, cache_salt, routing
-        )
-        for choice in choices:
-            predicted = choice.routing.predicted_cached_tokens if choice.routing else None
-            if predicted is not None and choice.first is not None:
-                actual = choice.first.output.num_cached_tokens
-                router_metrics().record_cached(model.id, predicted, actual)
-        return choices
-
     @app.post("/v1/completions")
     async def completions(self, body: CompletionRequest, request: Request) -> Any:
         model = self._model(body.model)
         prompts = [model.tokenize(prompt) for prompt in body.prompts()]
         params = body.sampling_params(body.max_tokens, body.logprobs)
-        choices = await self._start(model, request, prompts, params, body.n, body.cache_salt)
+        choices = await model.start(
+            request.state.request_id,
+            prompts,
+            params,
+            body.n,
+            body.cache_salt,
+            request.headers.get(SESSION_HEADER),
+        )
         response = ResponseBuilder(
             "cmpl", model.id, model.tokenizer, body.include_usage, body.logprobs is not None
         )
@@ -186,7 +137,14 @@ class Ingress:
         model = self._model(body.model)
         prompt = apply_chat_template(model.tokenizer, body.chat_messages())
         params = body.sampling_params(body.output_limit, body.logprobs_count)
-        choices = await self._start(model, request, [prompt], params, body.n, body.cache_salt)
+        choices = await model.start(
+            request.state.request_id,
+            [prompt],
+            params,
+            body.n,
+            body.cache_salt,
+            request.headers.get(SESSION_HEADER),
+        )
         response = ResponseBuilder(
             "chatcmpl", model.id, model.tokenizer, body.include_usage, body.logprobs
         )

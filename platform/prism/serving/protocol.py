@@ -7,6 +7,7 @@ silently dropped.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -16,6 +17,17 @@ from prism.errors import InvalidRequest
 
 MAX_N = 16
 TokenIds = list[Annotated[int, Field(ge=0)]]
+
+
+def invalid_fields(errors: Sequence[Mapping[str, Any]]) -> InvalidRequest:
+    """The first of pydantic's (or FastAPI's) validation errors as one :class:`InvalidRequest`."""
+    first = errors[0]
+    location = [str(part) for part in first.get("loc", ()) if part != "body"]
+    message = first.get("msg", "invalid request")
+    if first.get("type") == "json_invalid":
+        message = "the request body is not valid JSON"
+    param = ".".join(location) or None
+    return InvalidRequest(f"{param}: {message}" if param else message, param)
 
 
 class StreamOptions(BaseModel):

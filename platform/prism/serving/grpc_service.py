@@ -1,0 +1,238 @@
+"""The gRPC API: ``prism.v1.Generation`` and ``grpc.health.v1.Health/Check`` on the Ingress.
+
+Serve's gRPC proxy hands each call to the Ingress method named like the RPC, so both
+protocols share one tokenizer, one validation (the HTTP API's request models) and one router.
+Errors get their gRPC status code from the same mapping as the HTTP statuses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from grpc_health.v1 import health_pb2
+from pydantic import BaseModel, ValidationError
+from ray.serve.grpc_util import RayServegRPCContext
+
+from prism.engine import FinishReason
+from prism.errors import InvalidRequest, PrismError
+from prism.models import apply_chat_template
+from prism.proto.stubs import pb
+from prism.serving.auth import authorized
+from prism.serving.errors import APIError, grpc_code, to_api_error, unauthorized
+from prism.serving.fanout import Choice, cancel, chunks_in_arrival_order
+from prism.serving.protocol import ChatCompletionRequest, CompletionRequest, invalid_fields
+from prism.serving.served_model import ServedModel
+
+logger = logging.getLogger(__name__)
+
+GRPC_SERVICERS = [
+    "prism.proto.prism.v1.generation_pb2_grpc.add_GenerationServicer_to_server",
+    "grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server",
+]
+"""What Serve's gRPC proxy registers (``gRPCOptions.grpc_servicer_functions``)."""
+GENERATION_SERVICE = "prism.v1.Generation"
+HEALTH_PROBE_TIMEOUT_S = 2.0
+
+_OPTIONAL = ("max_tokens", "temperature", "top_p", "seed", "repetition_penalty")
+_PLAIN = ("top_k", "min_p", "presence_penalty", "frequency_penalty", "min_tokens", "ignore_eos")
+_FINISH = {
+    None: pb.FINISH_REASON_UNSPECIFIED,
+    FinishReason.STOP: pb.FINISH_REASON_STOP,
+    FinishReason.LENGTH: pb.FINISH_REASON_LENGTH,
+    FinishReason.ABORT: pb.FINISH_REASON_UNSPECIFIED,
+}
+_SERVING = health_pb2.HealthCheckResponse.SERVING
+_NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+class RPCRefused(PrismError):
+    """A call refused before any work, carrying its API error (e.g. a missing API key)."""
+
+    def __init__(self, error: APIError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
+@contextmanager
+def _rpc_status(context: RayServegRPCContext) -> Iterator[None]:
+    """Give an error its gRPC status code and message; Serve sends them to the client."""
+    try:
+        yield
+    except Exception as error:
+        api_error = error.error if isinstance(error, RPCRefused) else to_api_error(error)
+        if api_error.status >= 500:
+            logger.error("gRPC call failed: %s", api_error.message, exc_info=error)
+        context.set_code(grpc_code(api_error))
+        context.set_details(api_error.message)
+        raise
+
+
+def sampling_fields(sampling: pb.SamplingParameters) -> dict[str, Any]:
+    """The sampling message as HTTP API body fields (unset optional fields left out)."""
+    fields: dict[str, Any] = {name: getattr(sampling, name) for name in _PLAIN}
+    fields |= {name: getattr(sampling, name) for name in _OPTIONAL if sampling.HasField(name)}
+    if sampling.stop:
+        fields["stop"] = list(sampling.stop)
+    if sampling.stop_token_ids:
+        fields["stop_token_ids"] = list(sampling.stop_token_ids)
+    return fields
+
+
+def _validated(model: type[Body], fields: dict[str, Any]) -> Body:
+    try:
+        return model.model_validate(fields)
+    except ValidationError as error:
+        raise invalid_fields(error.errors()) from None
+
+
+def _prompt(request: pb.GenerateRequest) -> str | list[int]:
+    kind = request.WhichOneof("prompt")
+    if kind is None:
+        raise InvalidRequest("prompt is required: set text or token_ids", "prompt")
+    return request.text if kind == "text" else list(request.token_ids.ids)
+
+
+def _usage(choice: Choice) -> pb.Usage:
+    return pb.Usage(
+        prompt_tokens=choice.prompt_tokens,
+        completion_tokens=len(choice.token_ids),
+        cached_tokens=choice.cached_tokens,
+    )
+
+
+async def _responses(choice: Choice) -> AsyncIterator[pb.GenerateResponse]:
+    """One message per engine step; the last carries the finish reason and the usage."""
+    try:
+        async for _, chunk in chunks_in_arrival_order([choice]):
+            choice.absorb(chunk)
+            output = chunk.output
+            yield pb.GenerateResponse(
+                token_ids=output.new_token_ids,
+                text=output.new_text,
+                finish_reason=_FINISH[output.finish_reason],
+                usage=_usage(choice) if output.finished else None,
+                replica=chunk.replica,
+            )
+    finally:
+        cancel([choice])
+
+
+class GenerationRPCs:
+    """The RPC methods of the Ingress (which provides ``models``, ``api_key`` and ``_model``)."""
+
+    models: dict[str, ServedModel]
+    api_key: str | None
+    _model: Callable[[str], ServedModel]
+
+    async def Generate(
+        self, request: pb.GenerateRequest, grpc_context: RayServegRPCContext
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        with _rpc_status(grpc_context):
+            choice = await self._start_completion(request, grpc_context)
+            async for response in _responses(choice):
+                yield response
+
+    async def Complete(
+        self, request: pb.GenerateRequest, grpc_context: RayServegRPCContext
+    ) -> pb.CompleteResponse:
+        with _rpc_status(grpc_context):
+            choice = await self._start_completion(request, grpc_context)
+            async for _ in _responses(choice):
+                pass
+            return pb.CompleteResponse(
+                token_ids=choice.token_ids,
+                text=choice.text,
+                finish_reason=_FINISH[choice.finish_reason],
+                usage=_usage(choice),
+                replica=choice.first.replica if choice.first else "",
+            )
+
+    async def Chat(
+        self, request: pb.ChatRequest, grpc_context: RayServegRPCContext
+    ) -> AsyncIterator[pb.GenerateResponse]:
+        with _rpc_status(grpc_context):
+            self._authorize(grpc_context)
+            messages = [{"role": m.role, "content": m.content} for m in request.messages]
+            fields = {"model": request.model, "messages": messages}
+            body = _validated(ChatCompletionRequest, fields | self._common(request))
+            model = self._model(body.model)
+            prompt = apply_chat_template(model.tokenizer, body.chat_messages())
+            params = body.sampling_params(body.output_limit, None)
+            (choice,) = await model.start(
+                _request_id(grpc_context),
+                [prompt],
+                params,
+                cache_salt=body.cache_salt,
+                session_id=request.session_id or None,
+            )
+            async for response in _responses(choice):
+                yield response
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, grpc_context: RayServegRPCContext
+    ) -> pb.ListModelsResponse:
+        with _rpc_status(grpc_context):
+            self._authorize(grpc_context)
+            models = [
+                pb.Model(id=model.id, created=model.created, owned_by="prism")
+                for model in self.models.values()
+            ]
+            return pb.ListModelsResponse(models=models)
+
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, grpc_context: RayServegRPCContext
+    ) -> health_pb2.HealthCheckResponse:
+        """SERVING while every model has a replica that answers; no API key needed."""
+        with _rpc_status(grpc_context):
+            if request.service not in ("", GENERATION_SERVICE):
+                raise RPCRefused(APIError(404, f"unknown service {request.service!r}", "not_found"))
+            answers = await asyncio.gather(*(_answers(m) for m in self.models.values()))
+            return health_pb2.HealthCheckResponse(status=_SERVING if all(answers) else _NOT_SERVING)
+
+    async def _start_completion(
+        self, request: pb.GenerateRequest, grpc_context: RayServegRPCContext
+    ) -> Choice:
+        self._authorize(grpc_context)
+        fields = {"model": request.model, "prompt": _prompt(request)}
+        body = _validated(CompletionRequest, fields | self._common(request))
+        model = self._model(body.model)
+        (choice,) = await model.start(
+            _request_id(grpc_context),
+            [model.tokenize(body.prompts()[0])],
+            body.sampling_params(body.max_tokens, None),
+            cache_salt=body.cache_salt,
+            session_id=request.session_id or None,
+        )
+        return choice
+
+    @staticmethod
+    def _common(request: pb.GenerateRequest | pb.ChatRequest) -> dict[str, Any]:
+        """The sampling fields and cache salt shared by completions and chats."""
+        return sampling_fields(request.sampling) | {"cache_salt": request.cache_salt or None}
+
+    def _authorize(self, grpc_context: RayServegRPCContext) -> None:
+        metadata = dict(grpc_context.invocation_metadata())
+        if not authorized(metadata.get("authorization"), self.api_key):
+            raise RPCRefused(unauthorized())
+
+
+def _request_id(grpc_context: RayServegRPCContext) -> str:
+    return grpc_context.request_id() or uuid.uuid4().hex
+
+
+async def _answers(model: ServedModel) -> bool:
+    """True if one of the model's replicas answers a stats call within the probe timeout."""
+    response = model.handle.stats.remote()
+    try:
+        await asyncio.wait_for(asyncio.ensure_future(response), HEALTH_PROBE_TIMEOUT_S)
+    except Exception:
+        response.cancel()
+        return False
+    return True
