@@ -25,8 +25,16 @@ class ContextTooLong(InvalidRequest):
     """The prompt, or prompt plus requested output, exceeds the model's context."""
 
 
-class ModelNotFound(PrismError):
+class NotFound(PrismError):
+    """The thing a request names does not exist."""
+
+
+class ModelNotFound(NotFound):
     """No model of that name is known or its files cannot be found."""
+
+
+class Unauthorized(PrismError):
+    """The request lacks the API key, or brings a wrong one."""
 
 
 class IncompatibleSettings(PrismError, ValueError):

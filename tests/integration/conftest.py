@@ -11,11 +11,11 @@ from ray import serve
 from ray.cluster_utils import Cluster
 from ray.serve.config import ProxyLocation
 
-from prism.config import PlatformConfig
+from prism.config import GRPCSettings, PlatformConfig
 from prism.models import ResolvedModel
 from prism.redis_server import EmbeddedRedis, free_port
-from prism.serving.app import APP_NAME, build_app
-from support.cluster import GPU_NODES, RayCluster, gpu_node_args, head_node_args
+from prism.serving.app import APP_NAME, build_app, grpc_options
+from support.cluster import GPU_NODES, RayCluster, ServePorts, gpu_node_args, head_node_args
 from support.live_platform import API_KEY, MAX_NUM_SEQS, MAX_QUEUED, MODEL_ID, Platform
 from support.models import save_tiny_chat_model
 from support.routing_platform import RoutingPlatform, routing_config, serve_routing_app
@@ -41,20 +41,26 @@ def ray_instance() -> Iterator[RayCluster]:
 
 
 @pytest.fixture(scope="session")
-def http_port(ray_instance: RayCluster) -> int:
-    """Serve's HTTP proxy on the head node only (every node shares this host's ports)."""
-    port = free_port()
+def serve_ports(ray_instance: RayCluster) -> ServePorts:
+    """Serve's HTTP and gRPC proxies on the head node only (every node shares this host)."""
+    ports = ServePorts(http=free_port(), grpc=free_port())
     serve.start(
         proxy_location=ProxyLocation.HeadOnly,
-        http_options={"host": "127.0.0.1", "port": port},
+        http_options={"host": "127.0.0.1", "port": ports.http},
+        grpc_options=grpc_options(GRPCSettings(port=ports.grpc)),
     )
-    return port
+    return ports
+
+
+@pytest.fixture(scope="session")
+def http_port(serve_ports: ServePorts) -> int:
+    return serve_ports.http
 
 
 @pytest.fixture(scope="session")
 def platform(
     ray_instance: RayCluster,
-    http_port: int,
+    serve_ports: ServePorts,
     redis_server: EmbeddedRedis,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Platform:
@@ -75,13 +81,14 @@ def platform(
                     "max_queued_requests": MAX_QUEUED,
                 }
             ],
-            "http": {"port": http_port, "api_key_file": str(Path(key_file))},
+            "http": {"port": serve_ports.http, "api_key_file": str(Path(key_file))},
             "redis": {"url": redis_server.url},
         }
     )
     serve.run(build_app(config), name=APP_NAME, route_prefix="/")
     return Platform(
         base_url=f"http://127.0.0.1:{config.http.port}",
+        grpc_target=f"127.0.0.1:{serve_ports.grpc}",
         metrics_urls=ray_instance.metrics_urls,
         config=config,
     )

@@ -9,17 +9,19 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 import ray
 from ray import serve
 
 from prism.config import ModelSettings, PlatformConfig
+from prism.proto.stubs import pb, rpc
 from prism.redis_server import EmbeddedRedis
 from prism.serving.app import build_app, deployment_name
 from prism.serving.headers import REPLICA_HEADER
 from prism.serving.ranks import RANK_ACTOR_PREFIX
-from support.cluster import RayCluster
+from support.cluster import RayCluster, ServePorts
 
 APP = "prism-tp"
 PREFIX = "/tp"
@@ -132,8 +134,9 @@ def test_each_replica_keeps_its_ranks_on_one_gpu_node(
 
 
 def test_a_killed_rank_fails_its_requests_and_serve_replaces_the_replica(
-    tp_base_url: str,
+    tp_base_url: str, serve_ports: ServePorts
 ) -> None:
+    """An HTTP stream and a gRPC stream are in flight when their replicas lose rank 1."""
     body = {
         "model": TWO_RANKS,
         "prompt": "count",
@@ -141,21 +144,37 @@ def test_a_killed_rank_fails_its_requests_and_serve_replaces_the_replica(
         "ignore_eos": True,
         "stream": True,
     }
-    with httpx.stream("POST", f"{tp_base_url}/v1/completions", json=body, timeout=60) as stream:
-        assert stream.status_code == 200
-        replica = stream.headers[REPLICA_HEADER]
+    rpc_request = pb.GenerateRequest(
+        model=TWO_RANKS,
+        text="count",
+        sampling=pb.SamplingParameters(max_tokens=3000, ignore_eos=True),
+    )
+    with (
+        grpc.insecure_channel(f"127.0.0.1:{serve_ports.grpc}") as channel,
+        httpx.stream("POST", f"{tp_base_url}/v1/completions", json=body, timeout=60) as stream,
+    ):
+        rpc_stream = rpc.GenerationStub(channel).Generate(
+            rpc_request, metadata=(("application", APP),), timeout=60
+        )
+        failed = {next(rpc_stream).replica, stream.headers[REPLICA_HEADER]}
         events = stream.iter_lines()
         assert next(line for line in events if line.startswith("data: "))
-        os.kill(rank_placements()[replica]["pid"], signal.SIGKILL)
+        placements = rank_placements()
+        for replica in failed:
+            os.kill(placements[replica]["pid"], signal.SIGKILL)
         rest = [line.removeprefix("data: ") for line in events if line.startswith("data: ")]
+        with pytest.raises(grpc.RpcError) as rpc_failure:
+            list(rpc_stream)
 
     assert rest[-1] == "[DONE]"
     error = json.loads(rest[-2])["error"]
     assert error["type"] == "service_unavailable"
     assert "tensor-parallel ranks" in error["message"]
+    assert rpc_failure.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "tensor-parallel ranks" in rpc_failure.value.details()
 
-    wait_for_replicas(TP_REPLICAS, excluding={replica})
+    wait_for_replicas(TP_REPLICAS, excluding=failed)
     for prompt in ("after the failure", "a second request", "and a third"):
         response = complete(tp_base_url, TWO_RANKS, prompt)
         assert response.status_code == 200, response.text
-        assert response.headers[REPLICA_HEADER] != replica
+        assert response.headers[REPLICA_HEADER] not in failed

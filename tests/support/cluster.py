@@ -59,3 +59,11 @@ class RayCluster:
                 for node in nodes
             ),
         )
+
+
+@dataclass(frozen=True)
+class ServePorts:
+    """The ports of Serve's HTTP and gRPC proxies."""
+
+    http: int
+    grpc: int

@@ -23,8 +23,14 @@ class Platform:
     """The running test platform: where to reach it and how to look inside."""
 
     base_url: str
+    grpc_target: str
     metrics_urls: tuple[str, ...]
     config: PlatformConfig
+
+    @property
+    def grpc_metadata(self) -> tuple[tuple[str, str], ...]:
+        """gRPC call metadata: this application (several share the proxy) and the API key."""
+        return (("application", APP_NAME), ("authorization", f"Bearer {API_KEY}"))
 
     def client(self, **options) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=API_KEY, **options)

@@ -14,8 +14,10 @@ from prism.errors import (
     EngineDead,
     InvalidRequest,
     ModelNotFound,
+    NotFound,
     Overloaded,
     RankLost,
+    Unauthorized,
 )
 
 
@@ -67,6 +69,10 @@ def to_api_error(error: BaseException) -> APIError:
             return APIError(400, str(error), "invalid_request_error", None, error.param)
         case ModelNotFound():
             return APIError(404, str(error), "invalid_request_error", "model_not_found", "model")
+        case NotFound():
+            return APIError(404, str(error), "not_found_error")
+        case Unauthorized():
+            return unauthorized()
         case Overloaded():
             return APIError(
                 429, "the server is overloaded; retry later", "overloaded_error", "overloaded"

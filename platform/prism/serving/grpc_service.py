@@ -19,11 +19,11 @@ from pydantic import BaseModel, ValidationError
 from ray.serve.grpc_util import RayServegRPCContext
 
 from prism.engine import FinishReason
-from prism.errors import InvalidRequest, PrismError
+from prism.errors import InvalidRequest, NotFound, Unauthorized
 from prism.models import apply_chat_template
 from prism.proto.stubs import pb
 from prism.serving.auth import authorized
-from prism.serving.errors import APIError, grpc_code, to_api_error, unauthorized
+from prism.serving.errors import grpc_code, to_api_error
 from prism.serving.fanout import Choice, cancel, chunks_in_arrival_order
 from prism.serving.protocol import ChatCompletionRequest, CompletionRequest, invalid_fields
 from prism.serving.served_model import ServedModel
@@ -52,21 +52,13 @@ _NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 Body = TypeVar("Body", bound=BaseModel)
 
 
-class RPCRefused(PrismError):
-    """A call refused before any work, carrying its API error (e.g. a missing API key)."""
-
-    def __init__(self, error: APIError) -> None:
-        super().__init__(error.message)
-        self.error = error
-
-
 @contextmanager
 def _rpc_status(context: RayServegRPCContext) -> Iterator[None]:
     """Give an error its gRPC status code and message; Serve sends them to the client."""
     try:
         yield
     except Exception as error:
-        api_error = error.error if isinstance(error, RPCRefused) else to_api_error(error)
+        api_error = to_api_error(error)
         if api_error.status >= 500:
             logger.error("gRPC call failed: %s", api_error.message, exc_info=error)
         context.set_code(grpc_code(api_error))
@@ -192,7 +184,7 @@ class GenerationRPCs:
         """SERVING while every model has a replica that answers; no API key needed."""
         with _rpc_status(grpc_context):
             if request.service not in ("", GENERATION_SERVICE):
-                raise RPCRefused(APIError(404, f"unknown service {request.service!r}", "not_found"))
+                raise NotFound(f"unknown service {request.service!r}")
             answers = await asyncio.gather(*(_answers(m) for m in self.models.values()))
             return health_pb2.HealthCheckResponse(status=_SERVING if all(answers) else _NOT_SERVING)
 
@@ -220,7 +212,7 @@ class GenerationRPCs:
     def _authorize(self, grpc_context: RayServegRPCContext) -> None:
         metadata = dict(grpc_context.invocation_metadata())
         if not authorized(metadata.get("authorization"), self.api_key):
-            raise RPCRefused(unauthorized())
+            raise Unauthorized("missing or invalid API key")
 
 
 def _request_id(grpc_context: RayServegRPCContext) -> str:
