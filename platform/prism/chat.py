@@ -1,26 +1,40 @@
-"""``prism chat``: a terminal conversation with a running server through the ``openai`` client.
+"""``prism chat``: a terminal conversation with a running server, over HTTP or gRPC.
 
 Each line read is the next user message; the answer streams back piece by piece. ``/reset``
 forgets the conversation, ``/exit`` or end of input quits, and Ctrl-C during an answer
 closes its stream (which aborts the request on the server) and returns to the prompt.
+The protocol is a :data:`StreamReply`: :func:`openai_replies` (the OpenAI API through the
+``openai`` client) or :func:`grpc_replies` (``prism.v1.Generation/Chat``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TextIO
 
+import grpc
 import openai
 from openai import OpenAI
 
-from prism.errors import ModelNotFound
+from prism.client import PrismClient, describe_rpc_error
+from prism.errors import ModelNotFound, PrismError
 
 PROMPT = "you> "
 RESET_COMMAND = "/reset"
 EXIT_COMMAND = "/exit"
 
 Message = dict[str, str]
+StreamReply = Callable[[list[Message]], Generator[str, None, None]]
+"""Streams the answer to a conversation piece by piece; closing it aborts the request.
+
+Raises :class:`ReplyFailed` when the server refuses the request; an unreachable server
+raises the protocol's own error, which ends the conversation.
+"""
+
+
+class ReplyFailed(PrismError):
+    """The server answered a message with an error; the conversation goes on."""
 
 
 def first_model_id(client: OpenAI) -> str:
@@ -31,6 +45,14 @@ def first_model_id(client: OpenAI) -> str:
     return models[0].id
 
 
+def first_listed_model(client: PrismClient) -> str:
+    """The id of the first model the gRPC server lists."""
+    models = client.list_models()
+    if not models:
+        raise ModelNotFound(f"the server at {client.target} serves no model")
+    return models[0].id
+
+
 def describe_api_error(error: openai.APIError, url: str) -> str:
     """One line saying what went wrong: the server unreachable, or its error message."""
     if isinstance(error, openai.APIConnectionError):
@@ -38,22 +60,58 @@ def describe_api_error(error: openai.APIError, url: str) -> str:
     return error.message
 
 
-class ChatSession:
-    """A conversation with one served model: the system prompt, the history, the settings."""
+def openai_replies(client: OpenAI, model: str, temperature: float, max_tokens: int) -> StreamReply:
+    """Answers streamed by the OpenAI chat completions API; a lost connection propagates
+    (``openai.APIConnectionError``)."""
+    url = str(client.base_url)
 
-    def __init__(
-        self,
-        client: OpenAI,
-        model: str,
-        system: str | None = None,
-        temperature: float = 0.7,
-        max_tokens: int = 512,
-    ) -> None:
-        self.client = client
-        self.model = model
+    def stream(messages: list[Message]) -> Generator[str, None, None]:
+        try:
+            with client.chat.completions.create(
+                model=model,
+                messages=messages,
+                temperature=temperature,
+                max_tokens=max_tokens,
+                stream=True,
+            ) as chunks:
+                for chunk in chunks:
+                    piece = chunk.choices[0].delta.content if chunk.choices else None
+                    if piece:
+                        yield piece
+        except openai.APIConnectionError:
+            raise
+        except openai.APIError as error:
+            raise ReplyFailed(describe_api_error(error, url)) from error
+
+    return stream
+
+
+def grpc_replies(
+    client: PrismClient, model: str, temperature: float, max_tokens: int
+) -> StreamReply:
+    """Answers streamed by ``prism.v1.Generation/Chat``; every failed call is a
+    :class:`ReplyFailed`."""
+
+    def stream(messages: list[Message]) -> Generator[str, None, None]:
+        try:
+            with client.chat(
+                model, messages, temperature=temperature, max_tokens=max_tokens
+            ) as replies:
+                for reply in replies:
+                    if reply.text:
+                        yield reply.text
+        except grpc.RpcError as error:
+            raise ReplyFailed(describe_rpc_error(error)) from error
+
+    return stream
+
+
+class ChatSession:
+    """A conversation: the system prompt, the history, and how answers are streamed."""
+
+    def __init__(self, stream_reply: StreamReply, system: str | None = None) -> None:
+        self.stream_reply = stream_reply
         self.system: list[Message] = [{"role": "system", "content": system}] if system else []
-        self.temperature = temperature
-        self.max_tokens = max_tokens
         self.history: list[Message] = []
 
     def reset(self) -> None:
@@ -70,18 +128,10 @@ class ChatSession:
         messages = [*self.history, {"role": "user", "content": text}]
         pieces: list[str] = []
         try:
-            with self.client.chat.completions.create(
-                model=self.model,
-                messages=[*self.system, *messages],
-                temperature=self.temperature,
-                max_tokens=self.max_tokens,
-                stream=True,
-            ) as stream:
-                for chunk in stream:
-                    piece = chunk.choices[0].delta.content if chunk.choices else None
-                    if piece:
-                        pieces.append(piece)
-                        yield piece
+            with contextlib.closing(self.stream_reply([*self.system, *messages])) as reply:
+                for piece in reply:
+                    pieces.append(piece)
+                    yield piece
         finally:
             if pieces:
                 answer = {"role": "assistant", "content": "".join(pieces)}
@@ -97,9 +147,9 @@ def converse(
 ) -> None:
     """Answer the lines ``read_line`` returns until ``/exit``, end of input or Ctrl-C.
 
-    Ctrl-C during an answer stops only that answer. An error the server answers with is
-    reported and the conversation goes on; a lost connection ends it (the
-    ``openai.APIConnectionError`` propagates).
+    Ctrl-C during an answer stops only that answer. An error the server answers with
+    (:class:`ReplyFailed`) is reported and the conversation goes on; any other error, such
+    as a lost connection, ends it.
     """
 
     def write(text: str) -> None:
@@ -120,7 +170,7 @@ def converse(
         if not line:
             continue
         answered = False
-        error: openai.APIError | None = None
+        error: ReplyFailed | None = None
         try:
             with contextlib.closing(session.ask(line)) as answer:
                 for piece in answer:
@@ -128,14 +178,12 @@ def converse(
                     write(piece)
         except KeyboardInterrupt:
             answered = True  # end the line the stopped answer (or the ^C) is on
-        except openai.APIConnectionError:
-            raise
-        except openai.APIError as failure:
+        except ReplyFailed as failure:
             error = failure
         if answered:
             write("\n")
         if error is not None:
-            report_error(describe_api_error(error, str(session.client.base_url)))
+            report_error(str(error))
 
 
 def enable_line_editing() -> None:

@@ -1,30 +1,33 @@
-"""The serving benchmark's load: concurrent streaming chat clients, timed at each SSE chunk.
+"""The serving benchmark's load: concurrent streaming chat clients, timed at each chunk.
 
 Each client sends its next request as soon as its previous one finishes, until every
 conversation has been sent. Requests are greedy with EOS ignored, so each produces exactly
-``max_tokens`` tokens, and ask for the usage chunk at the end of the stream.
+``max_tokens`` tokens, and report their usage at the end of the stream. The load is the
+same over either protocol; only how one request is streamed differs (a :data:`StreamChat`:
+:func:`openai_chat` or :func:`grpc_chat`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from itertools import pairwise
 
+import grpc
 import openai
 from openai import AsyncOpenAI
 
 from prism.bench.serve_prompts import Messages
+from prism.client import AsyncPrismClient, describe_rpc_error
 from prism.serving.headers import REPLICA_HEADER
 
 
 @dataclass(frozen=True, slots=True)
 class LoadSettings:
-    """Who is asked, how much each request generates and how many requests run at once."""
+    """How much each request generates, how many run at once and how long each may take."""
 
-    model: str
     max_tokens: int
     concurrency: int
     timeout_seconds: float
@@ -61,53 +64,92 @@ class LoadRun:
     seconds: float
 
 
-async def _stream(
-    client: AsyncOpenAI,
-    model: str,
-    messages: Messages,
-    max_tokens: int,
-    started: float,
-    record: RequestRecord,
-) -> None:
-    async with client.chat.completions.with_streaming_response.create(
-        model=model,
-        messages=messages,
-        max_tokens=max_tokens,
-        temperature=0.0,
-        stream=True,
-        stream_options={"include_usage": True},
-        extra_body={"ignore_eos": True},
-    ) as response:
-        record.replica = response.headers.get(REPLICA_HEADER)
-        async for chunk in await response.parse():
-            if chunk.choices and chunk.choices[0].delta.content:
-                record.content_times.append(time.perf_counter() - started)
-            if chunk.usage is not None:
-                record.prompt_tokens = chunk.usage.prompt_tokens
-                record.completion_tokens = chunk.usage.completion_tokens
-                details = chunk.usage.prompt_tokens_details
-                record.cached_tokens = (details.cached_tokens or 0) if details else 0
+class RequestFailed(Exception):
+    """The server answered a request with an error (the message says which)."""
+
+
+StreamChat = Callable[[Messages, int, RequestRecord], AsyncIterator[str]]
+"""Streams one greedy chat request of ``max_tokens`` tokens, EOS ignored: yields the text of
+each chunk that carries some, and fills the record's token counts and replica. Raises
+:class:`RequestFailed` for an error the server answers with."""
+
+
+def openai_chat(client: AsyncOpenAI, model: str) -> StreamChat:
+    """Chat requests to ``model`` through the OpenAI chat completions API."""
+
+    async def stream(
+        messages: Messages, max_tokens: int, record: RequestRecord
+    ) -> AsyncIterator[str]:
+        try:
+            async with client.chat.completions.with_streaming_response.create(
+                model=model,
+                messages=messages,
+                max_tokens=max_tokens,
+                temperature=0.0,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_body={"ignore_eos": True},
+            ) as response:
+                record.replica = response.headers.get(REPLICA_HEADER)
+                async for chunk in await response.parse():
+                    if chunk.usage is not None:
+                        record.prompt_tokens = chunk.usage.prompt_tokens
+                        record.completion_tokens = chunk.usage.completion_tokens
+                        details = chunk.usage.prompt_tokens_details
+                        record.cached_tokens = (details.cached_tokens or 0) if details else 0
+                    if chunk.choices and chunk.choices[0].delta.content:
+                        yield chunk.choices[0].delta.content
+        except openai.APIError as error:
+            raise RequestFailed(error.message) from error
+
+    return stream
+
+
+def grpc_chat(client: AsyncPrismClient, model: str) -> StreamChat:
+    """Chat requests to ``model`` through ``prism.v1.Generation/Chat``."""
+
+    async def stream(
+        messages: Messages, max_tokens: int, record: RequestRecord
+    ) -> AsyncIterator[str]:
+        try:
+            async with client.chat(
+                model, messages, max_tokens=max_tokens, temperature=0.0, ignore_eos=True
+            ) as replies:
+                async for reply in replies:
+                    record.replica = record.replica or reply.replica or None
+                    if reply.HasField("usage"):
+                        record.prompt_tokens = reply.usage.prompt_tokens
+                        record.completion_tokens = reply.usage.completion_tokens
+                        record.cached_tokens = reply.usage.cached_tokens
+                    if reply.text:
+                        yield reply.text
+        except grpc.RpcError as error:
+            raise RequestFailed(describe_rpc_error(error)) from error
+
+    return stream
 
 
 async def send_request(
-    client: AsyncOpenAI, messages: Messages, max_tokens: int, settings: LoadSettings
+    stream: StreamChat, messages: Messages, max_tokens: int, timeout_seconds: float
 ) -> RequestRecord:
-    """Stream one chat completion; an API error or a timeout is recorded, not raised."""
+    """Stream one chat request; an error the server answers or a timeout is recorded, not
+    raised."""
     record = RequestRecord()
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(settings.timeout_seconds):
-            await _stream(client, settings.model, messages, max_tokens, started, record)
-    except openai.APIError as error:
-        record.error = error.message
+        async with asyncio.timeout(timeout_seconds):
+            async for _ in stream(messages, max_tokens, record):
+                record.content_times.append(time.perf_counter() - started)
+    except RequestFailed as error:
+        record.error = str(error)
     except TimeoutError:
-        record.error = f"no answer within {settings.timeout_seconds:g} s"
+        record.error = f"no answer within {timeout_seconds:g} s"
     record.finished = time.perf_counter() - started
     return record
 
 
 async def run_load(
-    client: AsyncOpenAI,
+    stream: StreamChat,
     conversations: list[Messages],
     settings: LoadSettings,
     on_request_done: Callable[[RequestRecord], None],
@@ -119,7 +161,9 @@ async def run_load(
 
     async def client_loop() -> None:
         for messages in pending:
-            record = await send_request(client, messages, settings.max_tokens, settings)
+            record = await send_request(
+                stream, messages, settings.max_tokens, settings.timeout_seconds
+            )
             records.append(record)
             on_request_done(record)
 

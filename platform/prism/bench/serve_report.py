@@ -11,6 +11,7 @@ from prism.bench.serve_results import ServeBenchResult
 from prism.bench.serve_stats import Percentiles
 
 _MS = 1000.0
+_PROTOCOL_NAMES = {"http": "HTTP (OpenAI API)", "grpc": "gRPC"}
 
 
 def _latency_row(label: str, latency: Percentiles, scale: float, spec: str) -> str:
@@ -28,7 +29,8 @@ def format_serve_report(result: ServeBenchResult) -> str:
     mean_prompt = summary.prompt_tokens / summary.completed if summary.completed else None
     cached = summary.cached_prompt_fraction
     lines = [
-        f"Serving benchmark: {result.model_id} at {result.url}",
+        f"Serving benchmark: {result.model_id} at {result.target} "
+        f"over {_PROTOCOL_NAMES[result.protocol]}",
         f"workload: {workload.num_requests} requests x {workload.max_tokens} output tokens, "
         f"{workload.concurrency} concurrent streams, prompt set {workload.prompt_set} "
         f"({cell(mean_prompt, '.1f').strip()} prompt tokens on average), greedy, EOS ignored",
@@ -49,13 +51,14 @@ def format_serve_report(result: ServeBenchResult) -> str:
 
 
 def serve_to_json(result: ServeBenchResult) -> dict[str, Any]:
-    """The result as JSON-ready data: machine, server, workload and every measure."""
+    """The result as JSON-ready data: machine, server and protocol, workload, every measure."""
     summary = result.summary
     return {
         "benchmark": "serve",
         "date": result.date,
         "machine": dataclasses.asdict(result.machine),
-        "url": result.url,
+        "protocol": result.protocol,
+        "target": result.target,
         "model": result.model_id,
         "workload": {
             **dataclasses.asdict(result.workload),

@@ -75,11 +75,15 @@ def summarize(run: LoadRun) -> ServeSummary:
 
 @dataclass(frozen=True, slots=True)
 class ServeBenchResult:
-    """One serving benchmark: where it ran, against what, and what it measured."""
+    """One serving benchmark: where it ran, against what, over which protocol, and what it
+    measured."""
 
     date: str
     machine: Machine
-    url: str
+    protocol: str
+    """``http`` (the OpenAI API) or ``grpc``."""
+    target: str
+    """The OpenAI API base URL, or the gRPC API's ``host:port``."""
     model_id: str
     workload: ServeWorkload
     summary: ServeSummary

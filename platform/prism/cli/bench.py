@@ -18,14 +18,20 @@ from prism.bench.routing_plot import write_routing_plot
 from prism.bench.routing_report import format_routing_report, write_routing_json
 from prism.bench.routing_results import RoutingDeployment
 from prism.bench.routing_workloads import WORKLOADS, RoutingWorkload
-from prism.bench.serve_bench import DEFAULT_TIMEOUT_SECONDS, run_serve_bench
+from prism.bench.serve_bench import (
+    DEFAULT_TIMEOUT_SECONDS,
+    PROTOCOLS,
+    ServeTarget,
+    run_serve_bench,
+)
 from prism.bench.serve_prompts import PROMPT_SETS
 from prism.bench.serve_report import format_serve_report, write_serve_json
 from prism.bench.serve_results import ServeWorkload
-from prism.chat import first_model_id
+from prism.chat import first_listed_model, first_model_id
 from prism.cli.options import (
     DTYPES,
     AddParser,
+    add_grpc_target,
     api_key,
     at_least,
     common_options,
@@ -33,6 +39,7 @@ from prism.cli.options import (
     server_options,
     status,
 )
+from prism.client import PrismClient, rpc_errors
 from prism.config import DEFAULT_PROFILE, ROUTING_POLICIES, ByteSize, load_config
 from prism.errors import PrismError
 
@@ -88,8 +95,15 @@ def _add_bench_serve(add_parser: AddParser) -> None:
     parser = add_parser(
         "serve",
         parents=[common_options(), server_options()],
-        help="concurrent streaming clients against a running OpenAI-compatible server",
+        help="concurrent streaming clients against a running server, over HTTP or gRPC",
     )
+    parser.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default=PROTOCOLS[0],
+        help="the OpenAI API at --url, or the gRPC API at --grpc-target (default: %(default)s)",
+    )
+    add_grpc_target(parser)
     parser.add_argument("--concurrency", type=at_least(1), default=8, metavar="N")
     parser.add_argument("--requests", type=at_least(1), default=64, metavar="N")
     parser.add_argument(
@@ -114,14 +128,12 @@ def _run_bench_serve(args: argparse.Namespace) -> int:
         max_tokens=args.max_tokens,
         prompt_set=args.prompt_set,
     )
-    key = api_key(args)
-    with server_errors(args.url):
-        client = openai.OpenAI(base_url=args.url, api_key=key, max_retries=0)
-        model = args.model or first_model_id(client)
+    address = args.grpc_target if args.protocol == "grpc" else args.url
+    target = ServeTarget(args.protocol, address, api_key(args))
+    model = args.model or _first_model(target)
     with tqdm(total=args.requests, unit="req", file=sys.stderr, disable=None) as bar:
         result = run_serve_bench(
-            args.url,
-            key,
+            target,
             model,
             workload,
             timeout_seconds=args.timeout,
@@ -135,6 +147,16 @@ def _run_bench_serve(args: argparse.Namespace) -> int:
         format_serve_report(result), lambda path: write_serve_json(result, path), args.json, "serve"
     )
     return 0
+
+
+def _first_model(target: ServeTarget) -> str:
+    """The first model the server at ``target`` lists."""
+    if target.protocol == "grpc":
+        with rpc_errors(), PrismClient(target.address, api_key=target.api_key) as client:
+            return first_listed_model(client)
+    with server_errors(target.address):
+        client = openai.OpenAI(base_url=target.address, api_key=target.api_key, max_retries=0)
+        return first_model_id(client)
 
 
 def _policy_list(text: str) -> list[str]:

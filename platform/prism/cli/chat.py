@@ -1,14 +1,37 @@
-"""``prism chat``: a terminal chat with a running server."""
+"""``prism chat``: a terminal chat with a running server, over HTTP or gRPC."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
+from collections.abc import Iterator
 
 import openai
 
-from prism.chat import PROMPT, ChatSession, converse, enable_line_editing, first_model_id
-from prism.cli.options import AddParser, api_key, at_least, server_errors, status
+from prism.chat import (
+    PROMPT,
+    ChatSession,
+    StreamReply,
+    converse,
+    enable_line_editing,
+    first_listed_model,
+    first_model_id,
+    grpc_replies,
+    openai_replies,
+)
+from prism.cli.options import (
+    AddParser,
+    add_grpc_target,
+    api_key,
+    at_least,
+    server_errors,
+    status,
+)
+from prism.client import PrismClient, rpc_errors
+
+Connection = tuple[StreamReply, str, str]
+"""How answers stream, the model that gives them and the server's address."""
 
 
 def add_chat(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> None:
@@ -22,25 +45,39 @@ def add_chat(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> N
         "--temperature", type=float, default=0.7, metavar="T", help="(default: %(default)s)"
     )
     parser.add_argument("--max-tokens", type=at_least(1), default=512, metavar="N")
+    parser.add_argument(
+        "--grpc", action="store_true", help="talk over the gRPC API at --grpc-target, not --url"
+    )
+    add_grpc_target(parser)
     parser.set_defaults(run=_run_chat)
+
+
+@contextlib.contextmanager
+def _over_http(args: argparse.Namespace) -> Iterator[Connection]:
+    with server_errors(args.url):
+        client = openai.OpenAI(base_url=args.url, api_key=api_key(args), max_retries=0)
+        model = args.model or first_model_id(client)
+        yield openai_replies(client, model, args.temperature, args.max_tokens), model, args.url
+
+
+@contextlib.contextmanager
+def _over_grpc(args: argparse.Namespace) -> Iterator[Connection]:
+    # No deadline: an answer takes as long as it takes, and Ctrl-C stops it.
+    client = PrismClient(args.grpc_target, timeout=None, api_key=api_key(args))
+    with rpc_errors(), client:
+        model = args.model or first_listed_model(client)
+        replies = grpc_replies(client, model, args.temperature, args.max_tokens)
+        yield replies, model, args.grpc_target
 
 
 def _run_chat(args: argparse.Namespace) -> int:
     interactive = sys.stdin.isatty()
-    with server_errors(args.url):
-        client = openai.OpenAI(base_url=args.url, api_key=api_key(args), max_retries=0)
-        session = ChatSession(
-            client,
-            args.model or first_model_id(client),
-            system=args.system,
-            temperature=args.temperature,
-            max_tokens=args.max_tokens,
-        )
+    with (_over_grpc if args.grpc else _over_http)(args) as (stream_reply, model, address):
         if interactive:
             enable_line_editing()
-            status(f"chatting with {session.model} at {args.url}; /reset forgets, /exit quits")
+            status(f"chatting with {model} at {address}; /reset forgets, /exit quits")
         converse(
-            session,
+            ChatSession(stream_reply, system=args.system),
             input,
             sys.stdout,
             lambda message: print(f"prism: error: {message}", file=sys.stderr, flush=True),

@@ -12,6 +12,7 @@ import openai
 import torch
 
 from prism.chat import describe_api_error
+from prism.client import DEFAULT_TARGET
 from prism.engine import EngineConfig
 from prism.errors import PrismError
 
@@ -93,6 +94,16 @@ def server_options() -> argparse.ArgumentParser:
         "--api-key", metavar="KEY", help="API key (default: $PRISM_API_KEY, else $OPENAI_API_KEY)"
     )
     return options
+
+
+def add_grpc_target(parser: argparse.ArgumentParser) -> None:
+    """The ``--grpc-target`` option of commands that can talk to the gRPC API."""
+    parser.add_argument(
+        "--grpc-target",
+        default=DEFAULT_TARGET,
+        metavar="HOST:PORT",
+        help="the gRPC API's address (default: %(default)s)",
+    )
 
 
 def api_key(args: argparse.Namespace) -> str:
