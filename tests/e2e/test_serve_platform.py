@@ -14,6 +14,7 @@ pytestmark = pytest.mark.slow
 def test_serve_prints_the_urls(served_platform: ServedPlatform) -> None:
     output = "".join(served_platform.lines)
     assert f"OpenAI API:    {served_platform.base_url}/v1" in output
+    assert f"gRPC API:      {served_platform.grpc_target}" in output
     assert "Ray dashboard: http://" in output
     assert "Redis:         redis://127.0.0.1:" in output
 

@@ -27,6 +27,7 @@ class ServedPlatform:
 
     process: subprocess.Popen[str]
     base_url: str
+    grpc_target: str
     lines: list[str] = field(default_factory=list)
 
     def stop(self, timeout: float = 90.0) -> int:
@@ -46,6 +47,7 @@ def single_replica_profile(folder: Path) -> Path:
     profile = yaml.safe_load(DEFAULT_PROFILE.read_text())
     profile["models"][0]["replicas"] = 1
     profile["http"]["port"] = free_port()
+    profile["grpc"]["port"] = free_port()
     profile["ray"]["dashboard_port"] = free_port()
     profile["ray"]["metrics_export_port"] = free_port()
     path = folder / "profile.yaml"
@@ -55,7 +57,7 @@ def single_replica_profile(folder: Path) -> Path:
 
 def start_prism_serve(profile: Path) -> ServedPlatform:
     """Start ``prism serve`` and wait for its ready line (its output is kept)."""
-    port = yaml.safe_load(profile.read_text())["http"]["port"]
+    settings = yaml.safe_load(profile.read_text())
     process = subprocess.Popen(
         [sys.executable, "-m", "prism.cli", "serve", "--config", str(profile)],
         stdout=subprocess.PIPE,
@@ -64,7 +66,11 @@ def start_prism_serve(profile: Path) -> ServedPlatform:
         env={**os.environ, "PYTHONUNBUFFERED": "1", "PRISM_API_KEY": "", "RAY_ADDRESS": ""},
         start_new_session=True,
     )
-    served = ServedPlatform(process, f"http://127.0.0.1:{port}")
+    served = ServedPlatform(
+        process,
+        f"http://127.0.0.1:{settings['http']['port']}",
+        f"127.0.0.1:{settings['grpc']['port']}",
+    )
     ready = threading.Event()
 
     def read_output() -> None:
