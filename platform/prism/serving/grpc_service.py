@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2
 from pydantic import BaseModel, ValidationError
 from ray.serve.grpc_util import RayServegRPCContext
 
-from prism.engine import FinishReason
+from prism.engine import FinishReason, SamplingParams
 from prism.errors import InvalidRequest, NotFound, Unauthorized
 from prism.models import apply_chat_template
 from prism.proto.stubs import pb
@@ -157,13 +157,7 @@ class GenerationRPCs:
             model = self._model(body.model)
             prompt = apply_chat_template(model.tokenizer, body.chat_messages())
             params = body.sampling_params(body.output_limit, None)
-            (choice,) = await model.start(
-                _request_id(grpc_context),
-                [prompt],
-                params,
-                cache_salt=body.cache_salt,
-                session_id=request.session_id or None,
-            )
+            choice = await _start_one(model, prompt, params, body.cache_salt, request, grpc_context)
             async for response in _responses(choice):
                 yield response
 
@@ -195,14 +189,9 @@ class GenerationRPCs:
         fields = {"model": request.model, "prompt": _prompt(request)}
         body = _validated(CompletionRequest, fields | self._common(request))
         model = self._model(body.model)
-        (choice,) = await model.start(
-            _request_id(grpc_context),
-            [model.tokenize(body.prompts()[0])],
-            body.sampling_params(body.max_tokens, None),
-            cache_salt=body.cache_salt,
-            session_id=request.session_id or None,
-        )
-        return choice
+        prompt = model.tokenize(body.prompts()[0])
+        params = body.sampling_params(body.max_tokens, None)
+        return await _start_one(model, prompt, params, body.cache_salt, request, grpc_context)
 
     @staticmethod
     def _common(request: pb.GenerateRequest | pb.ChatRequest) -> dict[str, Any]:
@@ -215,8 +204,23 @@ class GenerationRPCs:
             raise Unauthorized("missing or invalid API key")
 
 
-def _request_id(grpc_context: RayServegRPCContext) -> str:
-    return grpc_context.request_id() or uuid.uuid4().hex
+async def _start_one(
+    model: ServedModel,
+    prompt: list[int],
+    params: SamplingParams,
+    cache_salt: str | None,
+    request: pb.GenerateRequest | pb.ChatRequest,
+    grpc_context: RayServegRPCContext,
+) -> Choice:
+    """Route and start the call's one engine request (gRPC calls have one choice)."""
+    (choice,) = await model.start(
+        grpc_context.request_id() or uuid.uuid4().hex,
+        [prompt],
+        params,
+        cache_salt=cache_salt,
+        session_id=request.session_id or None,
+    )
+    return choice
 
 
 async def _answers(model: ServedModel) -> bool:
