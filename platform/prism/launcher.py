@@ -43,6 +43,7 @@ def _start_ray(config: PlatformConfig, address: str | None, stack: ExitStack) ->
         stack.callback(serve.delete, APP_NAME)
     else:
         context = ray.init(
+            address="local",  # a new instance, never a cluster found on this machine
             include_dashboard=True,
             dashboard_host=config.ray.dashboard_host,
             dashboard_port=config.ray.dashboard_port,
