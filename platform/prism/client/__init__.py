@@ -14,6 +14,7 @@ with PrismClient("127.0.0.1:9000") as client:
 """
 
 from prism.client.aio import AsyncPrismClient
+from prism.client.base import DEFAULT_TARGET
 from prism.client.errors import describe_rpc_error, rpc_errors
 from prism.client.messages import (
     SAMPLING_PARAMETERS,
@@ -22,7 +23,7 @@ from prism.client.messages import (
     sampling_parameters,
 )
 from prism.client.streams import AsyncResponseStream, ResponseStream
-from prism.client.sync import DEFAULT_TARGET, PrismClient
+from prism.client.sync import PrismClient
 
 __all__ = [
     "DEFAULT_TARGET",

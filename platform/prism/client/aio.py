@@ -6,16 +6,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 import grpc
-from grpc_health.v1 import health_pb2_grpc
 
+from prism.client.base import ClientBase
 from prism.client.messages import chat_request, generate_request, health_request, health_status
-from prism.client.options import CallOptions
 from prism.client.streams import AsyncResponseStream
-from prism.client.sync import DEFAULT_TARGET, DEFAULT_TIMEOUT
-from prism.proto.stubs import pb, rpc
+from prism.proto.stubs import pb
 
 
-class AsyncPrismClient:
+class AsyncPrismClient(ClientBase):
     """:class:`~prism.client.PrismClient` over ``grpc.aio``: the same arguments and methods.
 
     Create it in the event loop that uses it. ``generate`` and ``chat`` return async
@@ -23,20 +21,7 @@ class AsyncPrismClient:
     ``grpc.aio.AioRpcError`` (a ``grpc.RpcError``).
     """
 
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        *,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        application: str | None = None,
-        api_key: str | None = None,
-        metadata: Sequence[tuple[str, str]] = (),
-    ) -> None:
-        self.target = target
-        self._options = CallOptions.of(timeout, application, api_key, metadata)
-        self._channel = grpc.aio.insecure_channel(target)
-        self._generation = rpc.GenerationStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+    open_channel = staticmethod(grpc.aio.insecure_channel)
 
     def generate(
         self,

@@ -6,18 +6,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 import grpc
-from grpc_health.v1 import health_pb2_grpc
 
+from prism.client.base import ClientBase
 from prism.client.messages import chat_request, generate_request, health_request, health_status
-from prism.client.options import CallOptions
 from prism.client.streams import ResponseStream
-from prism.proto.stubs import pb, rpc
-
-DEFAULT_TARGET = "127.0.0.1:9000"
-DEFAULT_TIMEOUT = 60.0
+from prism.proto.stubs import pb
 
 
-class PrismClient:
+class PrismClient(ClientBase):
     """A client of ``prism.v1.Generation`` and ``grpc.health.v1.Health`` over one channel.
 
     ``timeout`` is the deadline in seconds of a call that names none (None: no deadline).
@@ -28,20 +24,7 @@ class PrismClient:
     :func:`~prism.client.describe_rpc_error` says why in one line.
     """
 
-    def __init__(
-        self,
-        target: str = DEFAULT_TARGET,
-        *,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        application: str | None = None,
-        api_key: str | None = None,
-        metadata: Sequence[tuple[str, str]] = (),
-    ) -> None:
-        self.target = target
-        self._options = CallOptions.of(timeout, application, api_key, metadata)
-        self._channel = grpc.insecure_channel(target)
-        self._generation = rpc.GenerationStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+    open_channel = staticmethod(grpc.insecure_channel)
 
     def generate(
         self,

@@ -129,7 +129,8 @@ class ModelRunner:
     def execute(self, chunks: list[ScheduledChunk]) -> tuple[torch.Tensor, list[Request]]:
         """Run one step (rank 0); return logits [samplers, vocab] and their requests."""
         step = StepInput.build(chunks, self.block_size)
-        self.group.broadcast(step.pack())
+        if self.group.size > 1:
+            self.group.broadcast(step.pack())
         samplers = [chunk.request for chunk in packing_order(chunks) if chunk.samples]
         return self.forward(step), samplers
 

@@ -126,6 +126,15 @@ async def chunks_in_arrival_order(
             task.cancel()
 
 
+async def run_to_end(choices: list[Choice]) -> None:
+    """Absorb every choice's outputs until all have finished (or cancel what is left)."""
+    try:
+        async for choice, chunk in chunks_in_arrival_order(choices):
+            choice.absorb(chunk)
+    finally:
+        cancel(choices)
+
+
 def cancel(choices: list[Choice]) -> None:
     """Cancel choices still running (their engine requests are aborted, blocks freed)."""
     for choice in choices:

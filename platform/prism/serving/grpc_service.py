@@ -24,7 +24,7 @@ from prism.models import apply_chat_template
 from prism.proto.stubs import pb
 from prism.serving.auth import authorized
 from prism.serving.errors import grpc_code, to_api_error
-from prism.serving.fanout import Choice, cancel, chunks_in_arrival_order
+from prism.serving.fanout import Choice, cancel, chunks_in_arrival_order, run_to_end
 from prism.serving.protocol import ChatCompletionRequest, CompletionRequest, invalid_fields
 from prism.serving.served_model import ServedModel
 
@@ -136,8 +136,7 @@ class GenerationRPCs:
     ) -> pb.CompleteResponse:
         with _rpc_status(grpc_context):
             choice = await self._start_completion(request, grpc_context)
-            async for _ in _responses(choice):
-                pass
+            await run_to_end([choice])
             return pb.CompleteResponse(
                 token_ids=choice.token_ids,
                 text=choice.text,

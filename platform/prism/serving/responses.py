@@ -19,6 +19,7 @@ from prism.serving.fanout import (
     chunks_in_arrival_order,
     predicted_cached_tokens,
     replicas,
+    run_to_end,
 )
 from prism.serving.headers import PREDICTED_CACHED_HEADER, REPLICA_HEADER
 
@@ -64,13 +65,6 @@ class ResponseBuilder:
             sum(choice.cached_tokens for choice in firsts.values()),
         )
 
-    async def _run(self, choices: list[Choice]) -> None:
-        try:
-            async for choice, chunk in chunks_in_arrival_order(choices):
-                choice.absorb(chunk)
-        finally:
-            cancel(choices)
-
     def _envelope(self, kind: str, choices: list[dict], **extra: Any) -> dict:
         return {
             "id": self.id,
@@ -82,7 +76,7 @@ class ResponseBuilder:
         }
 
     async def completion_body(self, choices: list[Choice]) -> dict:
-        await self._run(choices)
+        await run_to_end(choices)
         body = [
             {
                 "index": choice.index,
@@ -95,7 +89,7 @@ class ResponseBuilder:
         return self._envelope("text_completion", body, usage=self._usage(choices))
 
     async def chat_body(self, choices: list[Choice]) -> dict:
-        await self._run(choices)
+        await run_to_end(choices)
         body = [
             {
                 "index": choice.index,
