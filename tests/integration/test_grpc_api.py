@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import io
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -11,9 +12,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from prism.chat import ChatSession, converse, grpc_replies
+from prism.client import PrismClient
 from prism.models import load_tokenizer, resolve_model
 from prism.proto.stubs import pb, rpc
-from support.live_platform import MAX_NUM_SEQS, MAX_QUEUED, MODEL_ID, Platform
+from prism.serving.app import APP_NAME
+from support.live_platform import API_KEY, MAX_NUM_SEQS, MAX_QUEUED, MODEL_ID, Platform
 
 QUESTION = "What is the capital of France?"
 STATEMENT = "The capital of France is"
@@ -240,3 +244,39 @@ def test_cancelling_a_stream_aborts_the_request_and_frees_its_blocks(
     stats = platform.wait_until_idle(timeout=20)
     assert stats["num_free_kv_blocks"] == stats["num_kv_blocks"]
     assert stats["num_running"] == 0
+
+
+def test_leaving_a_client_stream_early_cancels_it_and_frees_its_blocks(platform: Platform) -> None:
+    with PrismClient(platform.grpc_target, application=APP_NAME, api_key=API_KEY) as client:
+        stream = client.generate(MODEL_ID, "Once upon a time", max_tokens=400, ignore_eos=True)
+        with stream:
+            replies = [next(stream) for _ in range(3)]
+            assert platform.engine_stats()["num_running"] == 1
+
+    assert all(reply.token_ids for reply in replies)
+    stats = platform.wait_until_idle(timeout=20)
+    assert stats["num_free_kv_blocks"] == stats["num_kv_blocks"]
+
+
+def test_a_grpc_chat_reports_a_refused_message_in_one_line_and_goes_on(platform: Platform) -> None:
+    lines = iter(["word " * 12_000, QUESTION])
+    errors: list[str] = []
+    out = io.StringIO()
+
+    def read_line(prompt: str) -> str:
+        line = next(lines, None)
+        if line is None:
+            raise EOFError
+        return line
+
+    with PrismClient(platform.grpc_target, application=APP_NAME, api_key=API_KEY) as client:
+        session = ChatSession(grpc_replies(client, MODEL_ID, temperature=0.0, max_tokens=32))
+        converse(session, read_line, out, errors.append, prompt="")
+
+    assert len(errors) == 1 and errors[0].startswith("INVALID_ARGUMENT: ")
+    assert "context" in errors[0]
+    assert out.getvalue() == "The capital of France is Paris.\n"
+    assert [message["content"] for message in session.history] == [
+        QUESTION,
+        "The capital of France is Paris.",
+    ]

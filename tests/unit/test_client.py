@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import io
-from collections.abc import Iterator
 from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from prism.chat import ChatSession, converse, grpc_replies
 from prism.client import (
     SAMPLING_PARAMETERS,
     AsyncPrismClient,
     PrismClient,
-    ResponseStream,
     chat_request,
     describe_rpc_error,
     generate_request,
@@ -175,66 +171,3 @@ def test_a_server_nobody_runs_is_unavailable_and_a_prism_error_in_one_line() -> 
         assert failure.value.code() == grpc.StatusCode.UNAVAILABLE
         with pytest.raises(PrismError, match=r"^UNAVAILABLE: [^\n]+$"), rpc_errors():
             client.health()
-
-
-class _FakeCall(Iterator[pb.GenerateResponse]):
-    """A streaming call's stand-in: some replies, then an error or the end."""
-
-    def __init__(self, texts: list[str], error: grpc.RpcError | None = None) -> None:
-        self.replies = iter(pb.GenerateResponse(text=text) for text in texts)
-        self.error = error
-        self.cancelled = False
-
-    def __next__(self) -> pb.GenerateResponse:
-        reply = next(self.replies, None)
-        if reply is not None:
-            return reply
-        if self.error is not None:
-            raise self.error
-        raise StopIteration
-
-    def cancel(self) -> bool:
-        self.cancelled = True
-        return True
-
-
-def test_leaving_a_stream_early_cancels_its_call() -> None:
-    call = _FakeCall(["a", "b", "c"])
-
-    with ResponseStream(call) as stream:
-        assert next(stream).text == "a"
-
-    assert call.cancelled
-
-
-class _FakeChatClient:
-    def __init__(self, calls: list[_FakeCall]) -> None:
-        self.calls = iter(calls)
-
-    def chat(self, model: str, messages: list[dict[str, str]], **sampling: Any) -> ResponseStream:
-        return ResponseStream(next(self.calls))
-
-
-def test_a_grpc_chat_reports_a_failed_reply_in_one_line_and_goes_on() -> None:
-    refused = _rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, "the engine's queue is full")
-    client = _FakeChatClient([_FakeCall([], refused), _FakeCall(["Par", "is"])])
-    replies = grpc_replies(client, "smol", temperature=0.0, max_tokens=8)
-    session = ChatSession(replies)
-    lines = iter(["Capital of France?", "Capital of France?"])
-    errors: list[str] = []
-    out = io.StringIO()
-
-    def read_line(prompt: str) -> str:
-        line = next(lines, None)
-        if line is None:
-            raise EOFError
-        return line
-
-    converse(session, read_line, out, errors.append, prompt="")
-
-    assert errors == ["RESOURCE_EXHAUSTED: the engine's queue is full"]
-    assert out.getvalue() == "Paris\n"
-    assert session.history == [
-        {"role": "user", "content": "Capital of France?"},
-        {"role": "assistant", "content": "Paris"},
-    ]
