@@ -79,19 +79,55 @@ class ReplicaResources(_Section):
 
 
 class AutoscalingSettings(_Section):
-    """Replica count bounds and the target load per replica (ongoing requests)."""
+    """Replica bounds, the load each replica should stay under, and how fast to react.
+
+    See docs/autoscaling.md: any limit exceeded adds replicas; replicas go only when every
+    signal would stay under ``scale_in_ratio`` of its limit without them.
+    """
 
     min_replicas: int = Field(1, ge=0)
     max_replicas: int = Field(1, ge=1)
     target_ongoing_requests: float = Field(32.0, gt=0.0)
+    """Running plus waiting requests per replica."""
+    max_waiting_per_replica: float = Field(4.0, gt=0.0)
+    """Requests queued behind a full batch, per replica."""
+    max_pending_prefill_tokens: float = Field(8192.0, gt=0.0)
+    """Uncached prompt tokens waiting to be prefilled, per replica."""
+    ttft_p90_objective_s: float = Field(2.0, gt=0.0)
+    """The slowest replica's recent time-to-first-token p90."""
+    kv_usage_high: float = Field(0.9, gt=0.0, le=1.0)
+    """Mean share of KV cache blocks held by requests."""
+    scale_in_ratio: float = Field(0.5, gt=0.0, lt=1.0)
+    """Scale in only while every signal would stay under this share of its limit."""
+    look_back_s: float = Field(10.0, gt=0.0)
+    """Serve averages each replica's reports over this window."""
+    metrics_push_interval_s: float = Field(2.0, gt=0.0)
+    """How often each replica sends its reports to Serve's controller."""
     upscale_delay_s: float = Field(10.0, ge=0.0)
+    """How long more replicas must be wanted before they are added."""
     downscale_delay_s: float = Field(120.0, ge=0.0)
+    """The quiet period: how long fewer replicas must be wanted before any stops."""
 
     @model_validator(mode="after")
     def _bounds(self) -> AutoscalingSettings:
         if self.min_replicas > self.max_replicas:
             raise ValueError("min_replicas must not exceed max_replicas")
+        if self.look_back_s <= self.metrics_push_interval_s:
+            raise ValueError("look_back_s must exceed metrics_push_interval_s")
         return self
+
+    def objectives(self) -> dict[str, float]:
+        """The policy's limits, as ``prism.autoscaling.policy.Objectives`` takes them."""
+        return self.model_dump(
+            include={
+                "target_ongoing_requests",
+                "max_waiting_per_replica",
+                "max_pending_prefill_tokens",
+                "ttft_p90_objective_s",
+                "kv_usage_high",
+                "scale_in_ratio",
+            }
+        )
 
 
 class ModelSettings(_Section):

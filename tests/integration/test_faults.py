@@ -61,6 +61,7 @@ ENGINE_METRICS = [
     "ray_prism_num_requests_running",
     "ray_prism_num_requests_waiting",
     "ray_prism_kv_cache_usage_ratio",
+    "ray_prism_pending_prefill_tokens",
     "ray_prism_prefix_cache_queries_total",
     "ray_prism_prefix_cache_hits_total",
     "ray_prism_prompt_tokens_total",

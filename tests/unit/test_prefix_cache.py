@@ -93,3 +93,20 @@ def test_eviction_reports_removed_blocks_and_drops_hits(tiny_llama: ReferenceMod
     before = engine.stats().prefix_cache_hits
     generate(engine, "first-again", first, SamplingParams(max_tokens=1))
     assert engine.stats().prefix_cache_hits - before < 28
+
+
+def test_pending_prefill_counts_only_uncached_prompt_tokens(tiny_llama: ReferenceModel) -> None:
+    system, question_a, question_b = random_prompts([20, 6, 9])
+    engine = make_engine(tiny_llama, max_num_batched_tokens=8)
+    generate(engine, "a", system + question_a)
+    assert engine.stats().num_pending_prefill_tokens == 0
+
+    engine.add_request("b", system + question_b, GREEDY)  # 20 cached tokens, 9 to prefill
+    engine.add_request("c", question_a, GREEDY)
+    assert engine.stats().num_pending_prefill_tokens == 9 + 6
+
+    engine.step()  # 8 tokens of b's prefill
+    assert engine.stats().num_pending_prefill_tokens == 1 + 6
+    while engine.has_unfinished_requests():
+        engine.step()
+    assert engine.stats().num_pending_prefill_tokens == 0

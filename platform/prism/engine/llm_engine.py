@@ -40,6 +40,8 @@ class EngineStats:
     prefix_cache_queries: int
     prefix_cache_hits: int
     num_preemptions: int
+    num_pending_prefill_tokens: int
+    """Uncached prompt tokens not yet prefilled (waiting requests and unfinished chunks)."""
 
 
 class LLMEngine:
@@ -302,6 +304,7 @@ class LLMEngine:
             prefix_cache_queries=self.scheduler.prefix_cache.queries,
             prefix_cache_hits=self.scheduler.prefix_cache.hits,
             num_preemptions=self.scheduler.num_preemptions,
+            num_pending_prefill_tokens=self.scheduler.pending_prefill_tokens(),
         )
 
     def drain_events(self) -> list[KVEvent]:

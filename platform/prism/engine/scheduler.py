@@ -117,6 +117,19 @@ class Scheduler:
         self.num_preemptions += 1
         self.waiting.appendleft(request)
 
+    def pending_prefill_tokens(self) -> int:
+        """Tokens still to prefill: waiting requests past their cached prefix, plus the rest
+        of running requests' chunked prefills (a decode step's one token does not count)."""
+        pending = 0
+        for request in self.waiting:
+            cached = len(self.kv.cached_prefix(request)) * self.kv.block_size
+            pending += request.num_tokens - cached
+        for request in self.running:
+            remaining = request.num_tokens - request.num_computed_tokens
+            if remaining > 1 or not request.output_token_ids:
+                pending += remaining
+        return pending
+
     def commit(self, output: SchedulerOutput) -> None:
         """Record that the step computed its chunks; cache the blocks they filled."""
         for chunk in output.chunks:

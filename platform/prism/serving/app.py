@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 from ray import serve
 from ray.serve import Application
-from ray.serve.config import RequestRouterConfig, gRPCOptions
+from ray.serve.config import AutoscalingConfig, AutoscalingPolicy, RequestRouterConfig, gRPCOptions
 
-from prism.config import GRPCSettings, ModelSettings, PlatformConfig
+from prism.config import AutoscalingSettings, GRPCSettings, ModelSettings, PlatformConfig
 from prism.serving.grpc_service import GRPC_SERVICERS
 from prism.serving.ingress import Ingress
 from prism.serving.llm_server import LLMServer
@@ -17,6 +18,8 @@ from prism.serving.ranks import rank_bundle
 APP_NAME = "prism"
 INGRESS_MAX_ONGOING_REQUESTS = 4096
 GRACEFUL_SHUTDOWN_TIMEOUT_S = 60.0
+AUTOSCALING_POLICY = "prism.autoscaling.policy:PrismAutoscalingPolicy"
+METRICS_PUSH_INTERVAL_ENV = "RAY_SERVE_REPLICA_AUTOSCALING_METRIC_PUSH_INTERVAL_S"
 
 
 def grpc_options(settings: GRPCSettings) -> gRPCOptions:
@@ -74,18 +77,36 @@ def _replica_options(model: ModelSettings, config: PlatformConfig) -> dict:
     if model.autoscaling is None:
         options["num_replicas"] = model.replicas
     else:
-        scaling = model.autoscaling
-        options["autoscaling_config"] = {
-            "min_replicas": scaling.min_replicas,
-            "initial_replicas": max(
-                scaling.min_replicas, min(model.replicas, scaling.max_replicas)
-            ),
-            "max_replicas": scaling.max_replicas,
-            "target_ongoing_requests": scaling.target_ongoing_requests,
-            "upscale_delay_s": scaling.upscale_delay_s,
-            "downscale_delay_s": scaling.downscale_delay_s,
+        options["autoscaling_config"] = _autoscaling_config(model.autoscaling, model.replicas)
+        options["ray_actor_options"]["runtime_env"] = {
+            "env_vars": {
+                METRICS_PUSH_INTERVAL_ENV: str(model.autoscaling.metrics_push_interval_s),
+            }
         }
     return options
+
+
+def _autoscaling_config(scaling: AutoscalingSettings, replicas: int) -> AutoscalingConfig:
+    """Serve autoscaling under :class:`prism.autoscaling.policy.PrismAutoscalingPolicy`.
+
+    ``metrics_interval_s`` is still how often Serve's handles report their queues (the
+    replicas' interval is an environment variable), although Serve marks it deprecated.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The `metrics_interval_s` field", DeprecationWarning)
+        return AutoscalingConfig(
+            min_replicas=scaling.min_replicas,
+            initial_replicas=max(scaling.min_replicas, min(replicas, scaling.max_replicas)),
+            max_replicas=scaling.max_replicas,
+            target_ongoing_requests=scaling.target_ongoing_requests,
+            metrics_interval_s=scaling.metrics_push_interval_s,
+            look_back_period_s=scaling.look_back_s,
+            upscale_delay_s=scaling.upscale_delay_s,
+            downscale_delay_s=scaling.downscale_delay_s,
+            policy=AutoscalingPolicy(
+                policy_function=AUTOSCALING_POLICY, policy_kwargs=scaling.objectives()
+            ),
+        )
 
 
 def build_app(config: PlatformConfig) -> Application:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ray import serve
 
+from prism.autoscaling.signals import RecentRequests, autoscaling_stats
 from prism.config import ModelSettings, RedisSettings
 from prism.engine import AsyncEngine, LLMEngine, RequestOutput, SamplingParams
 from prism.routing.hint import RoutingHint
@@ -51,8 +52,7 @@ class _RequestClock:
     last_token: float | None = None
     output_tokens: int = 0
 
-    def tick(self, num_tokens: int, gaps: list[float]) -> None:
-        now = time.monotonic()
+    def tick(self, num_tokens: int, gaps: list[float], now: float) -> None:
         if num_tokens and self.first_token is None:
             self.first_token = now
         elif num_tokens and self.last_token is not None:
@@ -77,6 +77,7 @@ class LLMServer:
         self.model_id = model.id
         self.engine = AsyncEngine(engine, model.max_queued_requests)
         self.metrics = EngineMetrics(model.id)
+        self.recent = RecentRequests()
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._export_stats())]
         if index.url is not None:
@@ -98,6 +99,7 @@ class LLMServer:
     async def generate(self, request: GenerateRequest) -> AsyncIterator[GenerateChunk]:
         """Stream the request's outputs; a cancelled call aborts it and frees its blocks."""
         clock = _RequestClock(time.monotonic())
+        self.recent.arrived(request.request_id, clock.arrival)
         gaps: list[float] = []
         logger.info(
             "request %s: %d prompt tokens", request.request_id, len(request.prompt_token_ids)
@@ -106,9 +108,12 @@ class LLMServer:
             async for output in self.engine.generate(
                 request.prompt_token_ids, request.params, request.request_id, request.cache_salt
             ):
-                clock.tick(len(output.new_token_ids), gaps)
+                now = time.monotonic()
+                clock.tick(len(output.new_token_ids), gaps, now)
+                self.recent.produced(request.request_id, len(output.new_token_ids), now)
                 yield GenerateChunk(output, self.replica_id)
         finally:
+            self.recent.left(request.request_id)
             ttft = None if clock.first_token is None else clock.first_token - clock.arrival
             self.metrics.observe_request(
                 len(request.prompt_token_ids),
@@ -134,6 +139,10 @@ class LLMServer:
             "waiting": stats.num_waiting,
             "kv_usage": stats.kv_cache_usage,
         }
+
+    def record_autoscaling_stats(self) -> dict[str, float]:
+        """The load :mod:`prism.autoscaling` sizes the fleet by (Serve calls this periodically)."""
+        return autoscaling_stats(self.engine.stats(), self.recent, time.monotonic())
 
     def check_health(self) -> None:
         """Serve's health probe: fails once the engine loop or a tensor-parallel rank died."""

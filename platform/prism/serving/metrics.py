@@ -27,6 +27,11 @@ class EngineMetrics:
         self.kv_usage = Gauge(
             "prism_kv_cache_usage_ratio", "Fraction of KV cache blocks held by requests.", _MODEL
         )
+        self.pending_prefill = Gauge(
+            "prism_pending_prefill_tokens",
+            "Uncached prompt tokens waiting to be prefilled.",
+            _MODEL,
+        )
         self.prefix_queries = Counter(
             "prism_prefix_cache_queries", "Prompt tokens looked up in the prefix cache.", _MODEL
         )
@@ -62,6 +67,7 @@ class EngineMetrics:
             self.running,
             self.waiting,
             self.kv_usage,
+            self.pending_prefill,
             self.prefix_queries,
             self.prefix_hits,
             self.preemptions,
@@ -72,13 +78,14 @@ class EngineMetrics:
             self.e2e,
         ):
             metric.set_default_tags(dict(self._tags))  # Serve adds its tags to the dict
-        self._last = EngineStats(0, 0, 0, 0, 0.0, 0, 0, 0)
+        self._last = EngineStats(0, 0, 0, 0, 0.0, 0, 0, 0, 0)
 
     def observe_stats(self, stats: EngineStats) -> None:
         """Refresh gauges and add the growth of cumulative counters since the last call."""
         self.running.set(stats.num_running)
         self.waiting.set(stats.num_waiting)
         self.kv_usage.set(stats.kv_cache_usage)
+        self.pending_prefill.set(stats.num_pending_prefill_tokens)
         for counter, now, before in (
             (self.prefix_queries, stats.prefix_cache_queries, self._last.prefix_cache_queries),
             (self.prefix_hits, stats.prefix_cache_hits, self._last.prefix_cache_hits),

@@ -1,0 +1,1 @@
+"""Autoscaling: the load each replica reports and the Serve policy that sizes the fleet."""
