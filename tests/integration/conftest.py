@@ -29,7 +29,7 @@ def redis_server() -> Iterator[EmbeddedRedis]:
 
 @pytest.fixture(scope="session")
 def ray_instance() -> Iterator[RayCluster]:
-    """A simulated cluster for the whole session: a CPU head node and two GPU worker nodes."""
+    """A simulated cluster for the whole session: a CPU head node and three GPU worker nodes."""
     cluster = Cluster()
     head = cluster.add_node(**head_node_args())
     gpu_nodes = [cluster.add_node(**gpu_node_args()) for _ in range(GPU_NODES)]

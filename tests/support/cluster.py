@@ -9,7 +9,7 @@ from ray._private.node import Node
 from prism.redis_server import free_port
 
 MiB = 1024 * 1024
-GPU_NODES = 2
+GPU_NODES = 3
 GPUS_PER_NODE = 2
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ray import serve
 
-from prism.autoscaling.signals import RecentRequests, autoscaling_stats
+from prism.autoscaling.signals import DEFAULT_WINDOW_S, RecentRequests, autoscaling_stats
 from prism.config import ModelSettings, RedisSettings
 from prism.engine import AsyncEngine, LLMEngine, RequestOutput, SamplingParams
 from prism.routing.hint import RoutingHint
@@ -77,7 +77,9 @@ class LLMServer:
         self.model_id = model.id
         self.engine = AsyncEngine(engine, model.max_queued_requests)
         self.metrics = EngineMetrics(model.id)
-        self.recent = RecentRequests()
+        self.recent = RecentRequests(
+            model.autoscaling.look_back_s if model.autoscaling else DEFAULT_WINDOW_S
+        )
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._export_stats())]
         if index.url is not None:
