@@ -147,16 +147,17 @@ class PrismAutoscalingPolicy:
             max(decision.replicas, ctx.capacity_adjusted_min_replicas),
             ctx.capacity_adjusted_max_replicas,
         )
-        if replicas != ctx.target_num_replicas and state.get("reason") != decision.reason:
+        if replicas != ctx.target_num_replicas and state.get("wanted") != replicas:
             logger.info(
-                "%s: %d -> %d replicas (%s; %d running, %.0f waiting, %.1f output tok/s)",
+                "%s: wants %d replicas, target now %d (%s; %d running, %.0f waiting, %.1f tok/s)",
                 ctx.deployment_name,
-                ctx.target_num_replicas,
                 replicas,
+                ctx.target_num_replicas,
                 decision.reason,
                 round(load.running),
                 load.waiting,
                 load.output_tokens_per_s,
             )
+        state["wanted"] = replicas
         state["reason"] = decision.reason
         return replicas, state

@@ -1,4 +1,4 @@
-"""``prism bench engine``, ``prism bench serve`` and ``prism bench routing``."""
+"""``prism bench engine``, ``prism bench serve`` and ``prism bench routing`` (and ``autoscale``)."""
 
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from prism.bench.serve_prompts import PROMPT_SETS
 from prism.bench.serve_report import format_serve_report, write_serve_json
 from prism.bench.serve_results import ServeWorkload
 from prism.chat import first_listed_model, first_model_id
+from prism.cli.bench_autoscale import add_bench_autoscale
 from prism.cli.options import (
     DTYPES,
     AddParser,
@@ -73,6 +74,7 @@ def add_bench(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> 
     engine.set_defaults(run=_run_bench_engine)
     _add_bench_serve(benchmarks.add_parser)
     _add_bench_routing(benchmarks.add_parser)
+    add_bench_autoscale(benchmarks.add_parser)
 
 
 def _run_bench_engine(args: argparse.Namespace) -> int:

@@ -1,0 +1,82 @@
+"""``prism bench autoscale``: a step-shaped load, replicas and TTFT over time, as a PNG."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from prism.bench import default_json_path
+from prism.bench.autoscale_bench import (
+    AutoscaleSettings,
+    LoadStep,
+    parse_steps,
+    run_autoscale_bench,
+)
+from prism.bench.autoscale_report import (
+    format_autoscale_report,
+    write_autoscale_json,
+    write_autoscale_plot,
+)
+from prism.cli.options import AddParser, at_least, common_options, status
+from prism.config import DEPLOYMENTS_DIR, load_config
+
+DEFAULT_STEPS = "1x30,10x120,1x60"
+
+
+def _steps(text: str) -> list[LoadStep]:
+    try:
+        return parse_steps(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_bench_autoscale(add_parser: AddParser) -> None:
+    parser = add_parser(
+        "autoscale",
+        parents=[common_options()],
+        help="a step-shaped load against an autoscaled deployment; replicas and TTFT over time",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=DEPLOYMENTS_DIR / "autoscale-cpu.yaml",
+        metavar="YAML",
+        help="deployment profile whose first model has autoscaling "
+        "(default: deployments/autoscale-cpu.yaml)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=_steps,
+        default=parse_steps(DEFAULT_STEPS),
+        metavar="LIST",
+        help=f"CLIENTSxSECONDS steps, in order (default: {DEFAULT_STEPS}); the load then "
+        "stops and the bench waits for the replicas to return to the minimum",
+    )
+    parser.add_argument(
+        "--max-tokens", type=at_least(1), default=32, metavar="N", help="per request"
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help="where to write the results (default: bench-results/autoscale-<timestamp>.json)",
+    )
+    parser.add_argument(
+        "--plot", type=Path, metavar="PATH", help="where to draw the PNG (default: beside the JSON)"
+    )
+    parser.set_defaults(run=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = AutoscaleSettings(steps=args.steps, max_tokens=args.max_tokens)
+    result = run_autoscale_bench(load_config(args.config), settings, progress=status)
+    print(format_autoscale_report(result))
+    sys.stdout.flush()
+    path = args.json or default_json_path("autoscale")
+    write_autoscale_json(result, path)
+    status(f"wrote {path}")
+    plot = args.plot or path.with_suffix(".png")
+    write_autoscale_plot(result, plot)
+    status(f"wrote {plot}")
+    return 0
