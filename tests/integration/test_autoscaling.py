@@ -6,12 +6,15 @@ replicas under Prism's policy, with short delays and windows so it reacts in sec
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+import ray
 from openai import AsyncOpenAI
 from ray import serve
 
@@ -104,6 +107,15 @@ def settled(replicas: int) -> Callable[[ReplicaSample], bool]:
     return lambda s: (s.running, s.starting, s.stopping) == (replicas, 0, 0)
 
 
+def live_replica_actors() -> list[ray.actor.ActorHandle]:
+    prefix = f"SERVE_REPLICA::{APP}#{DEPLOYMENT}#"
+    return [
+        ray.get_actor(entry["name"], namespace=entry["namespace"])
+        for entry in ray.util.list_named_actors(all_namespaces=True)
+        if entry["name"].startswith(prefix)
+    ]
+
+
 def chat_stream(base_url: str) -> Callable[[], StreamChat]:
     def make() -> StreamChat:
         client = AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
@@ -160,3 +172,35 @@ def test_replicas_follow_the_load_across_gpu_nodes_and_scale_in_without_losing_r
     assert failed == []
     assert all(len(r.record.content_times) > 0 for r in records)
     assert all(r.record.completion_tokens == 48 for r in records)
+
+
+def test_a_replica_that_dies_mid_stream_ends_it_with_a_retryable_error(
+    autoscaling_url: str,
+) -> None:
+    """Past the drain timeout (or on a crash) a stream ends with a 503 error event."""
+    timeline = Timeline(since=time.monotonic())
+    timeline.wait_until(settled(MIN_REPLICAS), 120, "settle at min_replicas")
+    body = {"model": MODEL, "prompt": "count", "max_tokens": 3000, "ignore_eos": True}
+    with httpx.stream(
+        "POST", f"{autoscaling_url}/v1/completions", json=body | {"stream": True}, timeout=60
+    ) as stream:
+        events = stream.iter_lines()
+        assert next(line for line in events if line.startswith("data: "))
+        (replica,) = live_replica_actors()
+        ray.kill(replica, no_restart=True)
+        rest = []
+        for line in events:  # read up to [DONE], as OpenAI clients do
+            if line.startswith("data: "):
+                rest.append(line.removeprefix("data: "))
+            if rest and rest[-1] == "[DONE]":
+                break
+
+    assert rest[-1] == "[DONE]"
+    error = json.loads(rest[-2])["error"]
+    assert error["type"] == "service_unavailable"
+    assert "retry" in error["message"]
+    timeline.wait_until(settled(MIN_REPLICAS), 120, "replace the replica")
+    response = httpx.post(
+        f"{autoscaling_url}/v1/completions", json=body | {"max_tokens": 4}, timeout=60
+    )
+    assert response.status_code == 200, response.text

@@ -49,7 +49,8 @@ def summarize_steps(result: AutoscaleResult) -> list[StepSummary]:
     bounds = _step_bounds(result)
     for index, (clients, start, end) in enumerate(bounds):
         last = index == len(bounds) - 1
-        replicas = [s.running for s in result.samples if _within(s.at, start, end, last)] or [0]
+        before = [s.running for s in result.samples if s.at < start][-1:] or [0]
+        replicas = [s.running for s in result.samples if _within(s.at, start, end, last)] or before
         sent = [r.record for r in result.records if _within(r.sent_at, start, end, last)]
         ttfts = sorted(r.ttft for r in sent if r.error is None and r.ttft is not None)
         summaries.append(

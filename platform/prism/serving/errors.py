@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import grpc
-from ray.exceptions import RayTaskError
+from ray.exceptions import RayActorError, RayTaskError
 from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 
 from prism.errors import (
@@ -54,6 +54,8 @@ def as_prism_error(error: BaseException) -> BaseException:
         return Overloaded("the model's request queue is full")
     if isinstance(error, DeploymentUnavailableError):
         return EngineDead("the model's replicas are unavailable")
+    if isinstance(error, RayActorError):  # the replica died or is unreachable mid-request
+        return EngineDead("the model replica serving this request stopped")
     return error
 
 
