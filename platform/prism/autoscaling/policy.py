@@ -110,7 +110,8 @@ def decide(load: FleetLoad, target: int, objectives: Objectives) -> Decision:
 
     Bounds are not applied here (Serve applies them, and so does the policy class).
     """
-    ratios = {**load.linear_ratios(objectives), "TTFT p90": load.ttft_ratio(objectives)}
+    linear = load.linear_ratios(objectives)
+    ratios = {**linear, "TTFT p90": load.ttft_ratio(objectives)}
     worst = max(ratios, key=ratios.__getitem__)
     n = load.replicas
     if ratios[worst] > 1.0:
@@ -119,8 +120,7 @@ def decide(load: FleetLoad, target: int, objectives: Objectives) -> Decision:
         return Decision(wanted, f"{worst} at {ratios[worst]:.2f}x its limit")
     if ratios["TTFT p90"] > objectives.scale_in_ratio:
         return Decision(target, "within the band")
-    linear = max(load.linear_ratios(objectives).values())
-    fewest = math.ceil(n * linear / objectives.scale_in_ratio)
+    fewest = math.ceil(n * max(linear.values()) / objectives.scale_in_ratio)
     if fewest < min(n, target):
         return Decision(fewest, f"load fits {fewest} replica(s) under {objectives.scale_in_ratio}x")
     return Decision(target, "within the band")

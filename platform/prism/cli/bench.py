@@ -33,6 +33,8 @@ from prism.cli.options import (
     DTYPES,
     AddParser,
     add_grpc_target,
+    add_json_option,
+    add_plot_option,
     api_key,
     at_least,
     common_options,
@@ -70,7 +72,7 @@ def add_bench(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> 
         choices=DTYPES[1:],
         help="store Prism's matrices in this dtype (HF stays in --dtype)",
     )
-    _add_json_option(engine, "engine")
+    add_json_option(engine, "engine")
     engine.set_defaults(run=_run_bench_engine)
     _add_bench_serve(benchmarks.add_parser)
     _add_bench_routing(benchmarks.add_parser)
@@ -119,7 +121,7 @@ def _add_bench_serve(add_parser: AddParser) -> None:
         metavar="S",
         help="a request not done within S seconds counts as an error (default: %(default)g)",
     )
-    _add_json_option(parser, "serve")
+    add_json_option(parser, "serve")
     parser.set_defaults(run=_run_bench_serve)
 
 
@@ -294,10 +296,8 @@ def _add_bench_routing(add_parser: AddParser) -> None:
         metavar="N",
         help="each routes on its own (default: %(default)s)",
     )
-    _add_json_option(parser, "routing")
-    parser.add_argument(
-        "--plot", type=Path, metavar="PATH", help="where to draw the PNG (default: beside the JSON)"
-    )
+    add_json_option(parser, "routing")
+    add_plot_option(parser)
     parser.set_defaults(run=_run_bench_routing)
 
 
@@ -340,15 +340,6 @@ def _run_bench_routing(args: argparse.Namespace) -> int:
     write_routing_plot(result, plot)
     status(f"wrote {plot}")
     return 0
-
-
-def _add_json_option(parser: argparse.ArgumentParser, benchmark: str) -> None:
-    parser.add_argument(
-        "--json",
-        type=Path,
-        metavar="PATH",
-        help=f"where to write the results (default: bench-results/{benchmark}-<timestamp>.json)",
-    )
 
 
 def _publish(report: str, write: Callable[[Path], None], path: Path | None, benchmark: str) -> None:

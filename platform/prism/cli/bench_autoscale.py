@@ -18,7 +18,14 @@ from prism.bench.autoscale_report import (
     write_autoscale_json,
     write_autoscale_plot,
 )
-from prism.cli.options import AddParser, at_least, common_options, status
+from prism.cli.options import (
+    AddParser,
+    add_json_option,
+    add_plot_option,
+    at_least,
+    common_options,
+    status,
+)
 from prism.config import DEPLOYMENTS_DIR, load_config
 
 DEFAULT_STEPS = "1x30,10x120,1x60"
@@ -56,15 +63,8 @@ def add_bench_autoscale(add_parser: AddParser) -> None:
     parser.add_argument(
         "--max-tokens", type=at_least(1), default=32, metavar="N", help="per request"
     )
-    parser.add_argument(
-        "--json",
-        type=Path,
-        metavar="PATH",
-        help="where to write the results (default: bench-results/autoscale-<timestamp>.json)",
-    )
-    parser.add_argument(
-        "--plot", type=Path, metavar="PATH", help="where to draw the PNG (default: beside the JSON)"
-    )
+    add_json_option(parser, "autoscale")
+    add_plot_option(parser)
     parser.set_defaults(run=_run)
 
 

@@ -7,6 +7,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import openai
 import torch
@@ -134,3 +135,20 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
 def status(message: str) -> None:
     """Progress for the user, on stderr."""
     print(message, file=sys.stderr, flush=True)
+
+
+def add_json_option(parser: argparse.ArgumentParser, benchmark: str) -> None:
+    """``--json PATH``: where a benchmark writes its record."""
+    parser.add_argument(
+        "--json",
+        type=Path,
+        metavar="PATH",
+        help=f"where to write the results (default: bench-results/{benchmark}-<timestamp>.json)",
+    )
+
+
+def add_plot_option(parser: argparse.ArgumentParser) -> None:
+    """``--plot PATH``: where a benchmark draws its PNG."""
+    parser.add_argument(
+        "--plot", type=Path, metavar="PATH", help="where to draw the PNG (default: beside the JSON)"
+    )
