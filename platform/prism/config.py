@@ -6,12 +6,21 @@ file and the field, e.g. ``deployments/x.yaml: models.0.engine.block_size: ...``
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
 
 from prism.engine import EngineConfig
 
@@ -37,11 +46,23 @@ def _byte_size(value: object) -> object:
     return int(float(number) * _UNITS[(unit or "")[:1].upper()])
 
 
-ByteSize = Annotated[int, BeforeValidator(_byte_size), Field(gt=0)]
+ByteSize = Annotated[
+    int,
+    BeforeValidator(_byte_size),
+    Field(gt=0),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "exclusiveMinimum": 0},
+                {"type": "string", "pattern": "(?i)" + _SIZE.pattern},
+            ]
+        }
+    ),
+]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class EngineSettings(_Section):
@@ -176,6 +197,9 @@ class RedisSettings(_Section):
     """The prefix index's Redis; ``url`` None: ``prism serve`` starts an embedded server."""
 
     url: str | None = None
+    password_env: str | None = Field(None, min_length=1)
+    """An environment variable holding the password (e.g. from a Kubernetes Secret), so the
+    URL carries none; read by each process when it connects."""
     key_prefix: str = Field("prism", min_length=1, pattern=r"^[\w.\-:]+$")
     liveness_ttl_s: float = Field(5.0, gt=0.0)
     """A replica whose heartbeat is older than this stops counting; its entries expire."""
@@ -183,6 +207,10 @@ class RedisSettings(_Section):
     """How often a replica sends its batched KV events."""
     timeout_s: float = Field(0.1, gt=0.0)
     """A router query slower than this routes by load alone (and is counted)."""
+
+    def password(self) -> str | None:
+        """The password from ``password_env`` (None when unset: the URL's own, if any)."""
+        return os.environ.get(self.password_env) if self.password_env else None
 
 
 RoutingPolicy = Literal["prefix", "pow2", "round_robin", "session"]
@@ -245,6 +273,14 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(lines)
 
 
+def parse_config(raw: object, origin: str) -> PlatformConfig:
+    """Validate a platform config read from ``origin``; :class:`ConfigError` names the field."""
+    try:
+        return PlatformConfig.model_validate(raw if raw is not None else {})
+    except ValidationError as error:
+        raise ConfigError(f"{origin}: {_describe(error)}") from error
+
+
 def load_config(path: Path | str) -> PlatformConfig:
     """Read and validate a deployment profile; :class:`ConfigError` names file and field."""
     path = Path(path)
@@ -254,7 +290,4 @@ def load_config(path: Path | str) -> PlatformConfig:
         raise ConfigError(f"{path}: cannot read: {error.strerror}") from error
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML: {error}") from error
-    try:
-        return PlatformConfig.model_validate(raw if raw is not None else {})
-    except ValidationError as error:
-        raise ConfigError(f"{path}: {_describe(error)}") from error
+    return parse_config(raw, str(path))

@@ -47,9 +47,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 class EmbeddedRedis:
     """A private ``redis-server`` process without persistence, for as long as it is open."""
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, port: int | None = None, host: str = "127.0.0.1", password: str | None = None
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
+        self.password = password
         self._process: subprocess.Popen[bytes] | None = None
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
 
@@ -68,6 +71,8 @@ class EmbeddedRedis:
             "--dir", self._workdir.name,
             "--logfile", str(Path(self._workdir.name) / "redis.log"),
         ]  # fmt: skip
+        if self.password is not None:
+            command += ["--requirepass", self.password]
         self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while not self._answers_ping():
@@ -84,7 +89,7 @@ class EmbeddedRedis:
         try:
             with socket.create_connection((self.host, self.port), timeout=0.5) as connection:
                 connection.sendall(b"PING\r\n")
-                return connection.recv(16).startswith(b"+PONG")
+                return connection.recv(16).startswith((b"+PONG", b"-NOAUTH"))
         except OSError:
             return False
 

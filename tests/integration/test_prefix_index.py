@@ -9,6 +9,7 @@ import uuid
 import pytest
 from redis.asyncio import Redis
 
+from prism.config import RedisSettings
 from prism.engine import AsyncEngine, EngineConfig, LLMEngine, SamplingParams
 from prism.redis_server import EmbeddedRedis, free_port
 from prism.routing.index import NOT_LIVE, PrefixIndex
@@ -129,3 +130,42 @@ def test_an_unreachable_index_answers_none_at_once_and_backs_off() -> None:
     assert not link.available
     now[0] += 1.0
     assert link.available
+
+
+def test_a_password_protected_index_is_reached_with_the_password_from_the_environment(
+    keys: IndexKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PRISM_TEST_REDIS_PASSWORD", "s3cret-index")
+    with EmbeddedRedis(password="s3cret-index") as server:
+        settings = RedisSettings(
+            url=server.url, password_env="PRISM_TEST_REDIS_PASSWORD", key_prefix=keys.prefix
+        )
+
+        async def cached() -> list[bytes]:
+            return HASHES[:5]
+
+        async def main() -> tuple[object, object, int]:
+            feed = EngineFeed(lambda: [], cached)
+            publisher = KVEventPublisher.connect(settings, keys.model_id, "replica-1", feed)
+            publishing = asyncio.create_task(publisher.run())
+            errors: list[int] = []
+            link = IndexLink(settings.url, keys, 1.0, password=settings.password())
+            anonymous = IndexLink(settings.url, keys, 1.0, on_error=lambda: errors.append(1))
+            try:
+                deadline = time.monotonic() + 10
+                while (runs := await link.leading_blocks(["replica-1"], HASHES)) != {
+                    "replica-1": 5
+                }:
+                    assert time.monotonic() < deadline, f"never published: {runs}"
+                    await asyncio.sleep(0.05)
+                refused = await anonymous.leading_blocks(["replica-1"], HASHES)
+            finally:
+                publishing.cancel()
+                await asyncio.gather(publishing, return_exceptions=True)
+                await publisher.redis.aclose()
+            return runs, refused, len(errors)
+
+        runs, refused, errors = asyncio.run(main())
+
+    assert runs == {"replica-1": 5}
+    assert refused is None and errors == 1

@@ -37,8 +37,10 @@ class IndexLink:
         timeout_s: float,
         on_error: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
+        password: str | None = None,
     ) -> None:
         self.url = url
+        self.password = password
         self.keys = keys
         self.timeout_s = timeout_s
         self.on_error = on_error
@@ -69,7 +71,10 @@ class IndexLink:
             return None
         if self._index is None:  # created lazily: it binds to the running loop
             redis = Redis.from_url(
-                self.url, socket_timeout=self.timeout_s, socket_connect_timeout=self.timeout_s
+                self.url,
+                password=self.password,
+                socket_timeout=self.timeout_s,
+                socket_connect_timeout=self.timeout_s,
             )
             self._index = PrefixIndex(redis, self.keys)
         try:

@@ -93,7 +93,12 @@ class KVEventPublisher:
     ) -> KVEventPublisher:
         """A publisher for ``settings.url`` (which must be set)."""
         assert settings.url is not None
-        redis = Redis.from_url(settings.url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        redis = Redis.from_url(
+            settings.url,
+            password=settings.password(),
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+        )
         return cls(
             redis,
             IndexKeys(settings.key_prefix, model_id),

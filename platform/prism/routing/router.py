@@ -59,6 +59,7 @@ class PrismRouter(FIFOMixin, RequestRouter):
             IndexKeys(index.key_prefix, model_id),
             index.timeout_s,
             on_error=lambda: self.metrics.redis_errors.inc(1, self._tags),
+            password=index.password(),
         )
         self.rng = random.Random()
         self.round_robin = RoundRobin()

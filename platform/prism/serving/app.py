@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import re
 import warnings
+from typing import Any
 
 from ray import serve
 from ray.serve import Application
 from ray.serve.config import AutoscalingConfig, AutoscalingPolicy, RequestRouterConfig, gRPCOptions
 
-from prism.config import AutoscalingSettings, GRPCSettings, ModelSettings, PlatformConfig
+from prism.config import (
+    AutoscalingSettings,
+    GRPCSettings,
+    ModelSettings,
+    PlatformConfig,
+    parse_config,
+)
 from prism.serving.grpc_service import GRPC_SERVICERS
 from prism.serving.ingress import Ingress
 from prism.serving.llm_server import LLMServer
@@ -129,3 +136,13 @@ def build_app(config: PlatformConfig) -> Application:
     )
     hash_prompts = config.router.policy == "prefix"
     return ingress.bind(servers, config.http.model_dump(mode="json"), hash_prompts)
+
+
+def platform_app(args: dict[str, Any]) -> Application:
+    """Serve's application builder for Serve config files (KubeRay's ``serveConfigV2``).
+
+    ``import_path: prism.serving.app:platform_app`` with a platform config as ``args``. The
+    config's ``http`` and ``grpc`` ports are only read by ``prism serve``: under a Serve
+    config, its ``http_options`` and ``grpc_options`` say where the proxies listen.
+    """
+    return build_app(parse_config(args, "serve config args"))
