@@ -214,7 +214,9 @@ def test_grafana_dashboards_ship_as_labelled_config_maps() -> None:
 
 def test_model_weights_download_onto_the_shared_cache_before_ray_starts() -> None:
     manifests = render("gpu-tp4")
-    spec = pod_specs(one(manifests, "RayService"))["gpu-4x"]
+    specs = pod_specs(one(manifests, "RayService"))
+    assert specs["head"]["initContainers"] == specs["gpu-4x"]["initContainers"]
+    spec = specs["gpu-4x"]
     (init,) = spec["initContainers"]
     script = init["args"][0]
     assert '"Qwen/Qwen2.5-14B-Instruct"' in script and '"/models/Qwen2.5-14B-Instruct"' in script

@@ -118,7 +118,10 @@ api-key
 {{- end }}
 {{- end -}}
 
-{{/* Volumes and mounts of worker pods: shared memory and the model cache. */}}
+{{/*
+Volumes and mounts of every Ray pod: shared memory and the model cache. The head mounts the
+cache too: Serve may place an ingress replica (no CPUs) there, which loads the tokenizer.
+*/}}
 {{- define "prism.volumes" -}}
 - name: shm
   emptyDir:
@@ -178,4 +181,24 @@ failureThreshold: {{ .Values.probes.failureThreshold }}
 - name: RAY_PROMETHEUS_NAME
   value: {{ . | quote }}
 {{- end }}
+{{- end -}}
+
+
+{{/* The init container that downloads huggingFace.download onto the model cache. */}}
+{{- define "prism.downloadInit" -}}
+{{- if .Values.huggingFace.download -}}
+- name: download-models
+  image: {{ include "prism.image" . }}
+  imagePullPolicy: {{ .Values.image.pullPolicy }}
+  command: ["/bin/sh", "-ec"]
+  args:
+    - |
+      {{- range .Values.huggingFace.download }}
+      hf download {{ .repo | quote }} --revision {{ default "main" .revision | quote }} --local-dir {{ printf "%s/%s" $.Values.modelCache.mountPath (default (base .repo) .dir) | quote }}
+      {{- end }}
+  env:
+    {{- include "prism.env" . | nindent 4 }}
+  volumeMounts:
+    {{- include "prism.volumeMounts" . | nindent 4 }}
+{{- end -}}
 {{- end -}}
