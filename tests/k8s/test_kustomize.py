@@ -431,6 +431,7 @@ def _contracts(rayservice: Manifest) -> dict:
         "worker ports": [c["ports"] for c in workers],
         "worker probes": [[c["readinessProbe"], c["livenessProbe"]] for c in workers],
         "worker mounts": [c["volumeMounts"] for c in workers],
+        "pod security": [pod.get("securityContext") for pod in _ray_pods(rayservice)],
         "serve config": {key: value for key, value in config.items() if key != "applications"},
         "application": {key: value for key, value in app.items() if key != "args"},
         "http": {key: args["http"][key] for key in ("host", "port", "api_key_env")},
