@@ -23,6 +23,7 @@ from support.kube import (
     helm_template,
     of_kind,
     platform_of,
+    serve_config,
     validate_manifests,
 )
 
@@ -310,3 +311,17 @@ def test_validation_catches_unknown_fields_in_kuberay_and_core_objects() -> None
     redis = json.loads(json.dumps(one(manifests, "StatefulSet")))
     redis["spec"]["template"]["spec"]["containers"][0]["imagePullPolice"] = "Always"
     assert "imagePullPolice" in (core_errors(redis) or "")
+
+
+def test_without_grpc_the_chart_serves_http_only_and_probes_over_http() -> None:
+    manifests = helm_template(None, "platform.grpc.enabled=false")
+    rayservice = one(manifests, "RayService")
+    platform, _ = platform_of(rayservice)
+    assert not platform.grpc.enabled
+    assert "grpc_options" not in serve_config(rayservice)
+    ports = [port["name"] for port in rayservice["spec"]["serveService"]["spec"]["ports"]]
+    assert ports == ["http"]
+    (worker,) = pod_specs(rayservice)["cpu"]["containers"]
+    assert worker["readinessProbe"]["httpGet"] == {"path": "/-/healthz", "port": 8000}
+    assert "grpc" not in {port["name"] for port in worker["ports"]}
+    validate_manifests(manifests)
