@@ -11,7 +11,6 @@ name its weights' ``source``: a cluster has no implied default.
 
 from __future__ import annotations
 
-import copy
 import json
 import sys
 from pathlib import Path
@@ -57,7 +56,7 @@ def _whole_gpus_per_rank() -> dict:
 def platform_defs() -> dict[str, dict]:
     """``$defs`` for the chart: ``PlatformValues`` and the config sections it refers to."""
     schema = PlatformConfig.model_json_schema(ref_template="#/$defs/{model}")
-    defs: dict[str, dict] = copy.deepcopy(schema.pop("$defs"))
+    defs: dict[str, dict] = schema.pop("$defs")
     defs[PLATFORM_DEF] = schema
     for section, names in CHART_OWNED.items():
         _drop_fields(defs[PLATFORM_DEF] if section == "PlatformConfig" else defs[section], names)

@@ -45,7 +45,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 class EmbeddedRedis:
-    """A private ``redis-server`` process without persistence, for as long as it is open."""
+    """A private ``redis-server`` process without persistence, for as long as it is open.
+
+    With ``password`` it requires clients to authenticate, as a production Redis does.
+    """
 
     def __init__(
         self, port: int | None = None, host: str = "127.0.0.1", password: str | None = None
