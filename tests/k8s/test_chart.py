@@ -266,6 +266,25 @@ platform:
         "platform: {models: [{id: m, source: /models/m, resources: {num_gpus: 1}}]}",
         "asks for GPUs, but no worker group has gpus > 0",
     ),
+    "a tensor-parallel replica with more CPUs than a pod has": (
+        """
+platform:
+  models:
+    - {id: m, source: /models/m, engine: {tensor_parallel_size: 4},
+       resources: {num_gpus: 1, num_cpus: 8}}
+workerGroups:
+  - {name: gpu, replicas: 1, minReplicas: 0, maxReplicas: 2, gpus: 4,
+     resources: {limits: {cpu: "16000m"}}}
+""",
+        "a replica needs 32 CPUs on one pod (tensor_parallel_size 4 x num_cpus 8)",
+    ),
+    "more GPUs for one replica than a pod has": (
+        """
+platform: {models: [{id: m, source: s, resources: {num_gpus: 2}}]}
+workerGroups: [{name: gpu, replicas: 1, minReplicas: 0, maxReplicas: 2, gpus: 1}]
+""",
+        "a replica needs 2 GPUs, more than any worker group's pods have ([1])",
+    ),
     "no Redis at all": ("redis: {enabled: false}", "at '/externalRedis/url': minLength"),
     "a misspelt engine setting": (
         "platform: {models: [{id: m, source: s, engine: {tensor_paralel_size: 2}}]}",

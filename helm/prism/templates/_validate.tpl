@@ -3,7 +3,6 @@ Checks across values that values.schema.json cannot express (it sees one object 
 Each failure names the values involved.
 */}}
 {{- define "prism.validate" -}}
-{{- $groupGpus := list -}}
 {{- $names := dict -}}
 {{- range .Values.workerGroups -}}
 {{- if hasKey $names .name -}}
@@ -13,36 +12,69 @@ Each failure names the values involved.
 {{- if or (gt (int .minReplicas) (int .replicas)) (gt (int .replicas) (int .maxReplicas)) -}}
 {{- fail (printf "workerGroups %q: need minReplicas <= replicas <= maxReplicas (got %d, %d, %d)" .name (int .minReplicas) (int .replicas) (int .maxReplicas)) -}}
 {{- end -}}
-{{- if gt (int .gpus) 0 -}}
-{{- $groupGpus = append $groupGpus (int .gpus) -}}
-{{- end -}}
 {{- end -}}
 {{- range $index, $model := .Values.platform.models -}}
-{{- $engine := default dict $model.engine -}}
+{{- include "prism.validateModelFits" (dict "where" (printf "platform.models[%d] (%s)" $index $model.id) "model" $model "groups" $.Values.workerGroups) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A replica (all its ranks: one pod) must fit some worker group's pods: GPUs that its
+tensor-parallel GPUs divide (or, with one rank, enough GPUs), and enough CPUs.
+*/}}
+{{- define "prism.validateModelFits" -}}
+{{- $engine := default dict .model.engine -}}
+{{- $resources := default dict .model.resources -}}
 {{- $tp := int (default 1 $engine.tensor_parallel_size) -}}
-{{- $perRank := float64 (default 0 (default dict $model.resources).num_gpus) -}}
-{{- if gt $perRank 0.0 -}}
-{{- $where := printf "platform.models[%d] (%s)" $index $model.id -}}
-{{- if not $groupGpus -}}
-{{- fail (printf "%s asks for GPUs, but no worker group has gpus > 0" $where) -}}
-{{- end -}}
+{{- $rankGpus := float64 (default 0 $resources.num_gpus) -}}
+{{- $rankCpus := 1.0 -}}
+{{- if hasKey $resources "num_cpus" -}}{{- $rankCpus = float64 $resources.num_cpus -}}{{- end -}}
+{{- $replicaGpus := mul $tp (int $rankGpus) -}}
+{{- $replicaCpus := mulf $tp $rankCpus -}}
+{{- $gpuGroups := list -}}
+{{- $fittingCpus := list -}}
 {{- $fits := false -}}
+{{- range .groups -}}
+{{- $gpus := int .gpus -}}
+{{- if gt $gpus 0 -}}{{- $gpuGroups = append $gpuGroups $gpus -}}{{- end -}}
+{{- $gpusFit := true -}}
+{{- if gt $rankGpus 0.0 -}}
 {{- if eq $tp 1 -}}
-{{- range $groupGpus -}}
-{{- if ge (float64 .) $perRank -}}{{- $fits = true -}}{{- end -}}
-{{- end -}}
-{{- if not $fits -}}
-{{- fail (printf "%s: a replica needs %v GPUs, more than any worker group's pods have (%v)" $where $perRank $groupGpus) -}}
-{{- end -}}
+{{- $gpusFit = ge (float64 $gpus) $rankGpus -}}
 {{- else -}}
-{{- $replicaGpus := mul $tp (int $perRank) -}}
-{{- range $groupGpus -}}
-{{- if eq (mod . $replicaGpus) 0 -}}{{- $fits = true -}}{{- end -}}
+{{- $gpusFit = and (gt $gpus 0) (eq (mod $gpus $replicaGpus) 0) -}}
+{{- end -}}
+{{- end -}}
+{{- if $gpusFit -}}
+{{- $cpus := float64 (include "prism.podCpus" .) -}}
+{{- $fittingCpus = append $fittingCpus $cpus -}}
+{{- if or (lt $cpus 0.0) (ge $cpus $replicaCpus) -}}{{- $fits = true -}}{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- if not $fits -}}
-{{- fail (printf "%s: tensor_parallel_size %d x %d GPU(s) per rank = %d GPUs per replica, all on one pod; it must divide the gpus of a worker group's pods, and none does (%v)" $where $tp (int $perRank) $replicaGpus $groupGpus) -}}
+{{- if and (gt $rankGpus 0.0) (not $gpuGroups) -}}
+{{- fail (printf "%s asks for GPUs, but no worker group has gpus > 0" .where) -}}
+{{- else if and (gt $rankGpus 0.0) (not $fittingCpus) (eq $tp 1) -}}
+{{- fail (printf "%s: a replica needs %v GPUs, more than any worker group's pods have (%v)" .where $rankGpus $gpuGroups) -}}
+{{- else if and (gt $rankGpus 0.0) (not $fittingCpus) -}}
+{{- fail (printf "%s: tensor_parallel_size %d x %d GPU(s) per rank = %d GPUs per replica, all on one pod; it must divide the gpus of a worker group's pods, and none does (%v)" .where $tp (int $rankGpus) $replicaGpus $gpuGroups) -}}
+{{- else -}}
+{{- fail (printf "%s: a replica needs %v CPUs on one pod (tensor_parallel_size %d x num_cpus %v), more than the CPU limit of any worker group it could use (%v)" .where $replicaCpus $tp $rankCpus $fittingCpus) -}}
 {{- end -}}
 {{- end -}}
 {{- end -}}
+
+{{/* A worker group's CPUs per pod, as Ray counts them (its CPU limit, else its request); -1: unknown. */}}
+{{- define "prism.podCpus" -}}
+{{- $resources := default dict .resources -}}
+{{- $cpu := "" -}}
+{{- with (default dict $resources.requests).cpu }}{{ $cpu = toString . }}{{ end -}}
+{{- with (default dict $resources.limits).cpu }}{{ $cpu = toString . }}{{ end -}}
+{{- if not $cpu -}}
+-1
+{{- else if hasSuffix "m" $cpu -}}
+{{- divf (trimSuffix "m" $cpu | float64) 1000 -}}
+{{- else -}}
+{{- $cpu -}}
 {{- end -}}
 {{- end -}}
