@@ -7,58 +7,21 @@ file and the field, e.g. ``deployments/x.yaml: models.0.engine.block_size: ...``
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    WithJsonSchema,
-    model_validator,
-)
-
-from prism.engine import EngineConfig
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 
 DEPLOYMENTS_DIR = Path(__file__).resolve().parents[2] / "deployments"
 DEFAULT_PROFILE = DEPLOYMENTS_DIR / "local-cpu.yaml"
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+KVCacheBytes = Annotated[ByteSize, Field(gt=0)]
+"""A size in bytes: a number, or text with a unit (``512MiB``, ``1GiB``; ``2GB`` is 2·10⁹)."""
 
 
 class ConfigError(ValueError):
     """A platform config that cannot be read or does not validate."""
-
-
-def _byte_size(value: object) -> object:
-    """Accept ``512MiB``, ``1GiB``, ``2G`` or a plain number of bytes."""
-    if not isinstance(value, str):
-        return value
-    match = _SIZE.match(value)
-    if match is None:
-        raise ValueError(f"not a size: {value!r} (try 512MiB or 2GiB)")
-    number, unit = match.groups()
-    return int(float(number) * _UNITS[(unit or "")[:1].upper()])
-
-
-ByteSize = Annotated[
-    int,
-    BeforeValidator(_byte_size),
-    Field(gt=0),
-    WithJsonSchema(
-        {
-            "anyOf": [
-                {"type": "integer", "exclusiveMinimum": 0},
-                {"type": "string", "pattern": "(?i)" + _SIZE.pattern},
-            ]
-        }
-    ),
-]
 
 
 class _Section(BaseModel):
@@ -66,7 +29,10 @@ class _Section(BaseModel):
 
 
 class EngineSettings(_Section):
-    """The engine of each replica; see :class:`prism.engine.EngineConfig`."""
+    """The engine of each replica: the one place its defaults are declared.
+
+    The serving and CLI layers build the engine's ``EngineConfig`` from these fields.
+    """
 
     block_size: int = Field(16, ge=1, le=1024)
     max_num_seqs: int = Field(64, ge=1)
@@ -76,16 +42,13 @@ class EngineSettings(_Section):
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     weight_dtype: Literal["float32", "bfloat16", "float16"] | None = None
-    kv_cache_bytes: ByteSize = 1 << 30
+    kv_cache_bytes: KVCacheBytes = ByteSize(1 << 30)
     gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
     num_kv_blocks: int | None = Field(None, ge=1)
     num_threads: int | None = Field(None, ge=1)
     seed: int = 0
     tensor_parallel_size: int = Field(1, ge=1, le=64)
     """Ranks (usually GPUs of one node) that split each layer; see docs/tensor-parallel.md."""
-
-    def to_engine_config(self) -> EngineConfig:
-        return EngineConfig(**self.model_dump())
 
 
 class ReplicaResources(_Section):

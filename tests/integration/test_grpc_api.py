@@ -12,7 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from prism.chat import ChatSession, converse, grpc_replies
+from prism.conversation import ChatSession, converse, grpc_replies
 from prism.client import PrismClient
 from prism.models import load_tokenizer, resolve_model
 from prism.proto.stubs import pb, rpc

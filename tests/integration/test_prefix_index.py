@@ -10,12 +10,13 @@ import pytest
 from redis.asyncio import Redis
 
 from prism.config import RedisSettings
-from prism.engine import AsyncEngine, EngineConfig, LLMEngine, SamplingParams
+from prism.engine import AsyncEngine, LLMEngine, SamplingParams
 from prism.redis_server import EmbeddedRedis, free_port
 from prism.routing.index import NOT_LIVE, PrefixIndex
 from prism.routing.keys import IndexKeys
 from prism.routing.link import IndexLink
 from prism.routing.publisher import EngineFeed, KVEventPublisher
+from support.engines import engine_config
 from support.models import ReferenceModel, random_prompts
 
 HASHES = [bytes([n]) * 16 for n in range(8)]
@@ -73,7 +74,7 @@ def test_publisher_mirrors_the_engine_and_resyncs_after_a_flush(
     redis_server: EmbeddedRedis, keys: IndexKeys, tiny_llama: ReferenceModel
 ) -> None:
     engine = LLMEngine(
-        tiny_llama.model_id, tiny_llama.path, EngineConfig(block_size=4, num_kv_blocks=24)
+        tiny_llama.model_id, tiny_llama.path, engine_config(block_size=4, num_kv_blocks=24)
     )
     front = AsyncEngine(engine)
     feed = EngineFeed(front.drain_events, front.cached_block_hashes)

@@ -20,7 +20,7 @@ from prism.proto.stubs import pb, rpc
 from prism.redis_server import EmbeddedRedis
 from prism.serving.app import build_app, deployment_name
 from prism.serving.headers import REPLICA_HEADER
-from prism.serving.ranks import RANK_ACTOR_PREFIX
+from prism.serving.rank_actors import RANK_ACTOR_PREFIX
 from support.cluster import RayCluster, ServePorts
 
 APP = "prism-tp"

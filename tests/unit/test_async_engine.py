@@ -7,23 +7,18 @@ import time
 
 import pytest
 
-from prism.engine import (
-    AsyncEngine,
-    BlocksStored,
-    EngineConfig,
-    KVEventsDropped,
-    LLMEngine,
-    SamplingParams,
-)
+from prism.engine import AsyncEngine, LLMEngine, SamplingParams
 from prism.engine import async_engine as async_engine_module
 from prism.errors import EngineDead, InvalidRequest
+from prism.kv_events import BlocksStored, KVEventsDropped
+from support.engines import engine_config
 from support.models import ReferenceModel, random_prompts
 
 
 @pytest.fixture
 def async_engine(tiny_llama: ReferenceModel):
     engine = LLMEngine(
-        tiny_llama.model_id, tiny_llama.path, EngineConfig(block_size=4, num_kv_blocks=96)
+        tiny_llama.model_id, tiny_llama.path, engine_config(block_size=4, num_kv_blocks=96)
     )
     front = AsyncEngine(engine)
     yield front
@@ -48,7 +43,7 @@ def test_concurrent_streams_match_the_sync_engine(
 ) -> None:
     prompts = random_prompts([4, 11, 19, 26])
     params = SamplingParams(max_tokens=10, temperature=0.0)
-    reference = LLMEngine(tiny_llama.model_id, tiny_llama.path, EngineConfig(num_kv_blocks=64))
+    reference = LLMEngine(tiny_llama.model_id, tiny_llama.path, engine_config(num_kv_blocks=64))
     expected = []
     for index, prompt in enumerate(prompts):
         reference.add_request(str(index), prompt, params)

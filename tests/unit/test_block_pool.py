@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from prism.engine.block_pool import BlockPool
-from prism.engine.kv_events import AllBlocksCleared, BlocksRemoved, BlocksStored
+from prism.kv_events import AllBlocksCleared, BlocksRemoved, BlocksStored
 
 
 def test_allocate_and_release_track_free_blocks() -> None:

@@ -20,7 +20,7 @@ def test_default_profile_is_two_cpu_replicas_of_smollm2() -> None:
     [model] = config.models
     assert model.id == "smollm2-135m-instruct" and model.source is None
     assert model.replicas == 2
-    engine = model.engine.to_engine_config()
+    engine = model.engine
     assert engine.device == "cpu" and engine.dtype == "float32"
     assert engine.kv_cache_bytes == 512 << 20
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import random
 
-from prism.engine import EngineConfig, FinishReason, LLMEngine, SamplingParams
+from prism.engine import FinishReason, LLMEngine, SamplingParams
+from support.engines import engine_config
 from support.models import ReferenceModel, random_prompts
 
 
@@ -26,7 +27,7 @@ def test_random_requests_and_aborts_leave_no_block_behind(tiny_llama: ReferenceM
     engine = LLMEngine(
         tiny_llama.model_id,
         tiny_llama.path,
-        EngineConfig(block_size=4, num_kv_blocks=48, max_num_seqs=12, max_num_batched_tokens=40),
+        engine_config(block_size=4, num_kv_blocks=48, max_num_seqs=12, max_num_batched_tokens=40),
     )
     shared_prefixes = random_prompts([8, 12, 20], seed=7)
     live: set[str] = set()

@@ -6,8 +6,9 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from prism.engine import EngineConfig, LLMEngine, SamplingParams
+from prism.engine import LLMEngine, SamplingParams
 from prism.models import apply_chat_template
+from support.engines import engine_config
 from support.models import LLAMA3_ROPE, TINY_SHAPE, ReferenceModel, random_prompts
 from support.parity import assert_greedy_parity
 
@@ -31,10 +32,10 @@ def run_staggered(engine: LLMEngine, prompts: list[list[int]], max_tokens: int) 
 
 
 TINY_SCENARIOS = {
-    "defaults": EngineConfig(num_kv_blocks=256),
-    "tiny-blocks-preemption": EngineConfig(block_size=2, num_kv_blocks=72),
-    "chunked-prefill": EngineConfig(block_size=4, num_kv_blocks=512, max_num_batched_tokens=7),
-    "no-prefix-cache": EngineConfig(block_size=8, num_kv_blocks=64, enable_prefix_caching=False),
+    "defaults": engine_config(num_kv_blocks=256),
+    "tiny-blocks-preemption": engine_config(block_size=2, num_kv_blocks=72),
+    "chunked-prefill": engine_config(block_size=4, num_kv_blocks=512, max_num_batched_tokens=7),
+    "no-prefix-cache": engine_config(block_size=8, num_kv_blocks=64, enable_prefix_caching=False),
 }
 
 
@@ -61,7 +62,7 @@ def test_chunked_prefill_splits_long_prompts(tiny_llama: ReferenceModel) -> None
     engine = LLMEngine(
         tiny_llama.model_id,
         tiny_llama.path,
-        EngineConfig(block_size=4, num_kv_blocks=64, max_num_batched_tokens=7),
+        engine_config(block_size=4, num_kv_blocks=64, max_num_batched_tokens=7),
     )
     engine.add_request("long", random_prompts([40])[0], SamplingParams(max_tokens=1))
     steps_before_first_token = 0
@@ -78,8 +79,8 @@ SMOLLM2_QUESTIONS = [
     "What is 12 plus 30?",
 ]
 SMOLLM2_SCENARIOS = {
-    "defaults": EngineConfig(kv_cache_bytes=256 << 20),
-    "tiny-blocks-preemption-chunked": EngineConfig(
+    "defaults": engine_config(kv_cache_bytes=256 << 20),
+    "tiny-blocks-preemption-chunked": engine_config(
         block_size=4, num_kv_blocks=26, max_num_batched_tokens=24
     ),
 }
@@ -134,7 +135,7 @@ def test_greedy_matches_hf_on_architecture_variants(
 ) -> None:
     prompts = random_prompts([3, 17, 70, 120])
     for model in architecture_variants:
-        engine = LLMEngine(model.model_id, model.path, EngineConfig(num_kv_blocks=64))
+        engine = LLMEngine(model.model_id, model.path, engine_config(num_kv_blocks=64))
         outputs = run_staggered(engine, prompts, 16)
         for prompt, tokens in zip(prompts, outputs, strict=True):
             assert_greedy_parity(model.hf, prompt, tokens, 16)
@@ -143,7 +144,7 @@ def test_greedy_matches_hf_on_architecture_variants(
 @pytest.mark.slow
 def test_bf16_weights_keep_the_answer(smollm2: ReferenceModel, smollm2_tokenizer) -> None:
     """bf16 matrices (fp32 elsewhere) are a speed mode, not a parity mode: same answer."""
-    config = EngineConfig(kv_cache_bytes=64 << 20, weight_dtype="bfloat16")
+    config = engine_config(kv_cache_bytes=64 << 20, weight_dtype="bfloat16")
     engine = LLMEngine(smollm2.model_id, smollm2.path, config, smollm2_tokenizer)
     question = [{"role": "user", "content": "What is the capital of France?"}]
     engine.add_request("q", apply_chat_template(smollm2_tokenizer, question), GREEDY_ANSWER)

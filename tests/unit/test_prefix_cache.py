@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from prism.engine import BlocksRemoved, BlocksStored, EngineConfig, LLMEngine, SamplingParams
+from prism.engine import LLMEngine, SamplingParams
 from prism.hashing import block_hashes, cache_namespace
+from prism.kv_events import BlocksRemoved, BlocksStored
+from support.engines import engine_config
 from support.models import ReferenceModel, random_prompts
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
@@ -19,7 +21,7 @@ def generate(engine: LLMEngine, request_id: str, prompt: list[int], params=GREED
 
 
 def make_engine(model: ReferenceModel, **overrides) -> LLMEngine:
-    config = EngineConfig(block_size=4, num_kv_blocks=128, **overrides)
+    config = engine_config(block_size=4, num_kv_blocks=128, **overrides)
     return LLMEngine(model.model_id, model.path, config)
 
 
@@ -80,7 +82,7 @@ def test_cache_salt_isolates_prefixes(tiny_llama: ReferenceModel) -> None:
 def test_eviction_reports_removed_blocks_and_drops_hits(tiny_llama: ReferenceModel) -> None:
     first, second = random_prompts([32, 32])
     engine = LLMEngine(
-        tiny_llama.model_id, tiny_llama.path, EngineConfig(block_size=4, num_kv_blocks=12)
+        tiny_llama.model_id, tiny_llama.path, engine_config(block_size=4, num_kv_blocks=12)
     )
     generate(engine, "first", first, SamplingParams(max_tokens=1))
     engine.drain_events()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from prism.engine.kv_events import AllBlocksCleared, BlocksRemoved, BlocksStored, KVEventsDropped
 from prism.hashing import block_hashes, cache_namespace
+from prism.kv_events import AllBlocksCleared, BlocksRemoved, BlocksStored, KVEventsDropped
 from prism.routing.hint import RoutingHint
 from prism.routing.policies import RoundRobin, session_order, two_random
 from prism.routing.publisher import BlockChanges

@@ -5,16 +5,17 @@ from __future__ import annotations
 import pytest
 import torch
 
-from prism.engine import EngineConfig, FinishReason, LLMEngine, SamplingParams
+from prism.engine import FinishReason, LLMEngine, SamplingParams
 from prism.engine.request import Request
 from prism.engine.sampler import sample
 from prism.errors import ContextTooLong, InvalidRequest
+from support.engines import engine_config
 from support.models import ReferenceModel, random_prompts
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_llama: ReferenceModel) -> LLMEngine:
-    return LLMEngine(tiny_llama.model_id, tiny_llama.path, EngineConfig(num_kv_blocks=64))
+    return LLMEngine(tiny_llama.model_id, tiny_llama.path, engine_config(num_kv_blocks=64))
 
 
 def run(engine: LLMEngine, requests: dict[str, tuple[list[int], SamplingParams]]) -> dict:

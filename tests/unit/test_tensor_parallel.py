@@ -11,15 +11,16 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from prism.engine import EngineConfig, LLMEngine, SamplingParams
+from prism.engine import LLMEngine, SamplingParams
 from prism.engine.step_input import PrefillInput, StepInput
 from prism.errors import RankLost
+from support.engines import engine_config
 from support.models import TINY_SHAPE, ReferenceModel, random_prompts
 
 PROMPT_LENGTHS = [1, 3, 16, 17, 33, 64, 90]
 SCENARIOS = {
-    "defaults": EngineConfig(num_kv_blocks=256, num_threads=1),
-    "chunked-prefill-preemption": EngineConfig(
+    "defaults": engine_config(num_kv_blocks=256, num_threads=1),
+    "chunked-prefill-preemption": engine_config(
         block_size=4, num_kv_blocks=40, max_num_batched_tokens=7, num_threads=1
     ),
 }
@@ -67,7 +68,7 @@ def test_two_ranks_give_the_greedy_tokens_of_one(tiny_llama: ReferenceModel, sce
 
 
 def test_biases_tied_embeddings_and_an_uneven_vocabulary_shard(biased_tied_llama: Path) -> None:
-    config = EngineConfig(num_kv_blocks=128, num_threads=1)
+    config = engine_config(num_kv_blocks=128, num_threads=1)
     prompts = [[token % 251 for token in prompt] for prompt in random_prompts([5, 40], seed=7)]
     with LLMEngine("biased", biased_tied_llama, config) as single:
         expected = greedy_tokens(single, prompts)
@@ -92,12 +93,12 @@ def test_heads_that_do_not_divide_are_refused_before_any_rank_starts(tmp_path: P
         ValueError,
         match=r"9 attention heads, 3 key/value heads; sizes that do: 1, 3",
     ):
-        LLMEngine("nine-heads", tmp_path, EngineConfig(tensor_parallel_size=2))
+        LLMEngine("nine-heads", tmp_path, engine_config(tensor_parallel_size=2))
     assert multiprocessing.active_children() == []
 
 
 def test_a_dead_rank_fails_the_step_and_the_health_check(tiny_llama: ReferenceModel) -> None:
-    config = EngineConfig(num_kv_blocks=64, num_threads=1, tensor_parallel_size=2)
+    config = engine_config(num_kv_blocks=64, num_threads=1, tensor_parallel_size=2)
     with LLMEngine(tiny_llama.model_id, tiny_llama.path, config) as engine:
         engine.add_request("r", random_prompts([8])[0], SamplingParams(max_tokens=50))
         assert engine.step()

@@ -23,6 +23,7 @@ from prism.autoscaling.signals import (
     TTFT_P90_S,
     WAITING,
 )
+from prism.config import AutoscalingSettings
 
 logger = logging.getLogger("ray.serve")
 
@@ -32,14 +33,15 @@ MAX_GROWTH_FACTOR = 2.0
 
 @dataclass(frozen=True, slots=True)
 class Objectives:
-    """The limits a replica should stay under; see ``autoscaling:`` in docs/autoscaling.md."""
+    """The limits a replica should stay under: the policy's part of
+    :class:`prism.config.AutoscalingSettings`, which declares their defaults."""
 
-    target_ongoing_requests: float = 32.0
-    max_waiting_per_replica: float = 4.0
-    max_pending_prefill_tokens: float = 8192.0
-    ttft_p90_objective_s: float = 2.0
-    kv_usage_high: float = 0.9
-    scale_in_ratio: float = 0.5
+    target_ongoing_requests: float
+    max_waiting_per_replica: float
+    max_pending_prefill_tokens: float
+    ttft_p90_objective_s: float
+    kv_usage_high: float
+    scale_in_ratio: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +129,15 @@ def decide(load: FleetLoad, target: int, objectives: Objectives) -> Decision:
 
 
 class PrismAutoscalingPolicy:
-    """Serve's policy callable (``policy_kwargs`` are the :class:`Objectives`)."""
+    """Serve's policy callable.
 
-    def __init__(self, **objectives: float) -> None:
-        self.objectives = Objectives(**objectives)
+    ``policy_kwargs`` are fields of :class:`prism.config.AutoscalingSettings` (Serve passes
+    them as JSON); those left out take the settings' defaults.
+    """
+
+    def __init__(self, **settings: float) -> None:
+        limits = AutoscalingSettings.model_validate(settings).objectives()
+        self.objectives = Objectives(**limits)
 
     def __call__(self, ctx: Any) -> tuple[int, dict[str, Any]]:
         """Serve's hook: ``ctx`` is a ``ray.serve.config.AutoscalingContext``."""

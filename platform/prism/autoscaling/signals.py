@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from prism.engine import EngineStats
+from prism.engine_stats import EngineStats
 
 RUNNING = "running"
 WAITING = "waiting"

@@ -17,6 +17,7 @@ from prism.bench.machine import describe_machine
 from prism.bench.prism_runs import measure_prism
 from prism.bench.results import EngineBenchResult
 from prism.bench.workloads import Workload
+from prism.config import EngineSettings
 from prism.engine import EngineConfig
 from prism.engine.model_runner import available_cpus, resolve_device, resolve_dtype
 from prism.models import load_tokenizer, resolve_model
@@ -52,7 +53,7 @@ def run_engine_bench(
     prompts = workload.prompt_token_ids(tokenizer)
     warmup = workload.warmup_token_ids(tokenizer)
     long_prompt = workload.prefill_token_ids(tokenizer)
-    config = EngineConfig(
+    settings = EngineSettings(
         max_num_seqs=workload.num_requests,
         device=str(torch_device),
         dtype=dtype_name,
@@ -60,6 +61,7 @@ def run_engine_bench(
         num_threads=max(1, torch.get_num_threads() // tensor_parallel_size),
         tensor_parallel_size=tensor_parallel_size,
     )
+    config = EngineConfig(**settings.model_dump())
     weights = f", {weight_dtype} weights" if weight_dtype else ""
     progress(
         f"Prism engine: {workload.num_requests} requests x {workload.output_tokens} tokens, "

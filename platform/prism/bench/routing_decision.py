@@ -14,6 +14,7 @@ import uuid
 from redis.asyncio import Redis
 
 from prism.bench.serve_stats import percentile
+from prism.config import RouterSettings
 from prism.routing.hint import RoutingHint
 from prism.routing.keys import IndexKeys
 from prism.routing.link import IndexLink
@@ -69,7 +70,7 @@ async def _decisions(
     samples: int,
     rng: random.Random,
 ) -> list[float]:
-    costs = CostModel()
+    costs = CostModel.from_settings(RouterSettings())
     await link.leading_blocks(replicas, hint.block_hashes)  # connect and load the script
     times = []
     for _ in range(samples):

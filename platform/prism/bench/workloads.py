@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
-from prism.engine import SamplingParams
 from prism.models import apply_chat_template
+from prism.sampling_params import SamplingParams
 
 STORY_PROMPT = "Write a short story about a robot number {index}."
 # Warm-up runs on raw text that shares no prefix with the workload, so it caches no KV the

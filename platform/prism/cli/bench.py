@@ -27,7 +27,7 @@ from prism.bench.serve_bench import (
 from prism.bench.serve_prompts import PROMPT_SETS
 from prism.bench.serve_report import format_serve_report, write_serve_json
 from prism.bench.serve_results import ServeWorkload
-from prism.chat import first_listed_model, first_model_id
+from prism.conversation import first_listed_model, first_model_id
 from prism.cli.bench_autoscale import add_bench_autoscale
 from prism.cli.options import (
     DTYPES,

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import openai
 
-from prism.chat import (
+from prism.conversation import (
     PROMPT,
     ChatSession,
     StreamReply,

@@ -12,7 +12,7 @@ from pathlib import Path
 import openai
 import torch
 
-from prism.chat import describe_api_error
+from prism.conversation import describe_api_error
 from prism.client import DEFAULT_TARGET
 from prism.engine import EngineConfig
 from prism.errors import PrismError

@@ -16,12 +16,13 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from prism.engine.kv_events import KVEvent, KVEventsDropped
-from prism.engine.llm_engine import EngineStats, LLMEngine
-from prism.engine.request import RequestOutput
-from prism.engine.sampling_params import SamplingParams
+from prism.engine.llm_engine import LLMEngine
+from prism.engine_stats import EngineStats
 from prism.errors import EngineDead, InvalidRequest, Overloaded
 from prism.hashing import BlockHash
+from prism.kv_events import KVEvent, KVEventsDropped
+from prism.outputs import RequestOutput
+from prism.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 

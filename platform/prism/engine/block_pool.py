@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from prism.engine.kv_events import AllBlocksCleared, BlocksRemoved, BlocksStored, KVEvent
 from prism.hashing import BlockHash
+from prism.kv_events import AllBlocksCleared, BlocksRemoved, BlocksStored, KVEvent
 
 
 class BlockPool:

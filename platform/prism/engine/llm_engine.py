@@ -4,44 +4,29 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from prism.engine.config import EngineConfig
+from prism.engine.engine_config import EngineConfig
 from prism.engine.detokenizer import OutputText
 from prism.engine.kv_cache_manager import KVCacheManager
-from prism.engine.kv_events import KVEvent
 from prism.engine.model_runner import ModelRunner
 from prism.engine.parallel import check_tensor_parallel
-from prism.engine.ranks import LocalRanks, RankLauncher
-from prism.engine.request import FinishReason, Request, RequestOutput
+from prism.engine.local_ranks import LocalRanks, RankLauncher
+from prism.engine.request import Request
 from prism.engine.sampler import SampledToken, sample
-from prism.engine.sampling_params import SamplingParams
 from prism.engine.scheduler import Scheduler
+from prism.engine_stats import EngineStats
 from prism.errors import ContextTooLong, InvalidRequest
 from prism.hashing import BlockHash, cache_namespace, root_hash
+from prism.kv_events import KVEvent
 from prism.models import ModelConfig, load_tokenizer, resolve_model
+from prism.outputs import FinishReason, RequestOutput
+from prism.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class EngineStats:
-    """A snapshot of the engine's load and cache counters (prefix counts are in tokens)."""
-
-    num_running: int
-    num_waiting: int
-    num_kv_blocks: int
-    num_free_kv_blocks: int
-    kv_cache_usage: float
-    prefix_cache_queries: int
-    prefix_cache_hits: int
-    num_preemptions: int
-    num_pending_prefill_tokens: int
-    """Uncached prompt tokens not yet prefilled (waiting requests and unfinished chunks)."""
 
 
 class LLMEngine:
@@ -56,12 +41,12 @@ class LLMEngine:
         self,
         model_id: str,
         model_path: Path,
-        config: EngineConfig | None = None,
+        config: EngineConfig,
         tokenizer: Any | None = None,
         ranks: RankLauncher | None = None,
     ) -> None:
         self.model_id = model_id
-        self.config = config or EngineConfig()
+        self.config = config
         self.model_config = ModelConfig.from_folder(model_path)
         self.tokenizer = tokenizer
         check_tensor_parallel(self.model_config, self.config.tensor_parallel_size)
@@ -99,8 +84,8 @@ class LLMEngine:
     @classmethod
     def from_source(
         cls,
-        source: str | None = None,
-        config: EngineConfig | None = None,
+        source: str | None,
+        config: EngineConfig,
         model_id: str | None = None,
         ranks: RankLauncher | None = None,
     ) -> LLMEngine:

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from prism.engine.attention import AttentionBatch, PrefillSpan
-from prism.engine.config import EngineConfig
+from prism.engine.engine_config import EngineConfig
 from prism.engine.llama import LlamaModel
 from prism.engine.parallel import ParallelSetup, TensorParallelGroup, check_tensor_parallel
 from prism.engine.request import Request

@@ -1,4 +1,4 @@
-"""The state of one request as it moves through the engine, and what it reports back."""
+"""The state of one request as it moves through the engine."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 import torch
 
 from prism.engine.detokenizer import OutputText
-from prism.engine.sampling_params import SamplingParams
 from prism.hashing import BlockHash, extend_block_hashes
+from prism.outputs import FinishReason, TokenLogprob
+from prism.sampling_params import SamplingParams
 
 
 class RequestStatus(enum.Enum):
@@ -17,21 +18,6 @@ class RequestStatus(enum.Enum):
     RUNNING = "running"
     PREEMPTED = "preempted"
     FINISHED = "finished"
-
-
-class FinishReason(enum.StrEnum):
-    STOP = "stop"
-    LENGTH = "length"
-    ABORT = "abort"
-
-
-@dataclass(frozen=True, slots=True)
-class TokenLogprob:
-    """The log-probability of a sampled token, with the most likely alternatives."""
-
-    token_id: int
-    logprob: float
-    top: tuple[tuple[int, float], ...] = ()
 
 
 @dataclass(slots=True, eq=False)
@@ -90,19 +76,3 @@ class Request:
         self.output_token_ids.append(token_id)
         if len(self.token_ids) % self.block_size == 0:
             extend_block_hashes(self.block_hashes, self.token_ids, self.block_size, self.hash_root)
-
-
-@dataclass(slots=True)
-class RequestOutput:
-    """What one engine step produced for one request (a delta, not the whole output)."""
-
-    request_id: str
-    new_token_ids: list[int]
-    new_text: str
-    finished: bool
-    finish_reason: FinishReason | None
-    num_prompt_tokens: int
-    num_output_tokens: int
-    num_cached_tokens: int
-    logprobs: list[TokenLogprob] | None = None
-    stop_reason: int | str | None = None

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import torch
 
-from prism.engine.request import Request, TokenLogprob
+from prism.engine.request import Request
+from prism.outputs import TokenLogprob
 
 
 @dataclass(frozen=True, slots=True)

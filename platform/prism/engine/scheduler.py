@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from prism.engine.config import EngineConfig
+from prism.engine.engine_config import EngineConfig
 from prism.engine.kv_cache_manager import KVCacheManager
-from prism.engine.request import FinishReason, Request, RequestStatus
+from prism.engine.request import Request, RequestStatus
+from prism.outputs import FinishReason
 
 
 @dataclass(slots=True)

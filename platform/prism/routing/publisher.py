@@ -17,14 +17,14 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from prism.config import RedisSettings
-from prism.engine.kv_events import (
+from prism.hashing import BlockHash
+from prism.kv_events import (
     AllBlocksCleared,
     BlocksRemoved,
     BlocksStored,
     KVEvent,
     KVEventsDropped,
 )
-from prism.hashing import BlockHash
 from prism.routing import scripts
 from prism.routing.keys import IndexKeys
 

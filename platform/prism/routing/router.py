@@ -49,9 +49,7 @@ class PrismRouter(FIFOMixin, RequestRouter):
         self.model_id = model_id
         self.policy = settings.policy
         self.predicted_ttl_s = settings.predicted_ttl_s
-        self.costs = CostModel(
-            settings.load_cost_tokens, settings.imbalance_threshold, settings.kv_usage_threshold
-        )
+        self.costs = CostModel.from_settings(settings)
         self.metrics = router_metrics()
         self._tags = {"model": model_id}
         self.link = IndexLink(

@@ -6,6 +6,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from prism.config import RouterSettings
+
 
 @dataclass(frozen=True, slots=True)
 class ReplicaLoad:
@@ -22,11 +24,17 @@ class ReplicaLoad:
 
 @dataclass(frozen=True, slots=True)
 class CostModel:
-    """The knobs of the cost: see :class:`prism.config.RouterSettings`."""
+    """The knobs of the cost, as :class:`prism.config.RouterSettings` declares them."""
 
-    load_cost_tokens: float = 32.0
-    imbalance_threshold: int = 16
-    kv_usage_threshold: float = 0.95
+    load_cost_tokens: float
+    imbalance_threshold: int
+    kv_usage_threshold: float
+
+    @classmethod
+    def from_settings(cls, settings: RouterSettings) -> CostModel:
+        return cls(
+            settings.load_cost_tokens, settings.imbalance_threshold, settings.kv_usage_threshold
+        )
 
     def cost(self, prompt_tokens: int, replica: ReplicaLoad) -> float:
         """Prompt tokens the replica would prefill, plus its load in token equivalents."""

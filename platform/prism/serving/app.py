@@ -20,7 +20,7 @@ from prism.config import (
 from prism.serving.grpc_service import GRPC_SERVICERS
 from prism.serving.ingress import Ingress
 from prism.serving.llm_server import LLMServer
-from prism.serving.ranks import rank_bundle
+from prism.serving.rank_actors import rank_bundle
 
 APP_NAME = "prism"
 INGRESS_MAX_ONGOING_REQUESTS = 4096

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field, replace
 
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
-from prism.engine import FinishReason, SamplingParams, TokenLogprob
+from prism.outputs import FinishReason, TokenLogprob
 from prism.routing.hint import RoutingHint
+from prism.sampling_params import SamplingParams
 from prism.serving.errors import as_prism_error
-from prism.serving.llm_server import GenerateChunk, GenerateRequest
+from prism.serving.messages import GenerateChunk, GenerateRequest
 
 
 @dataclass(slots=True)

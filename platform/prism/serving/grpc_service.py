@@ -18,10 +18,11 @@ from grpc_health.v1 import health_pb2
 from pydantic import BaseModel, ValidationError
 from ray.serve.grpc_util import RayServegRPCContext
 
-from prism.engine import FinishReason, SamplingParams
 from prism.errors import InvalidRequest, NotFound, Unauthorized
 from prism.models import apply_chat_template
+from prism.outputs import FinishReason
 from prism.proto.stubs import pb
+from prism.sampling_params import SamplingParams
 from prism.serving.auth import authorized
 from prism.serving.errors import grpc_code, to_api_error
 from prism.serving.fanout import Choice, cancel, chunks_in_arrival_order, run_to_end

@@ -12,35 +12,15 @@ from ray import serve
 
 from prism.autoscaling.signals import DEFAULT_WINDOW_S, RecentRequests, autoscaling_stats
 from prism.config import ModelSettings, RedisSettings
-from prism.engine import AsyncEngine, LLMEngine, RequestOutput, SamplingParams
-from prism.routing.hint import RoutingHint
+from prism.engine import AsyncEngine, EngineConfig, LLMEngine
 from prism.routing.publisher import EngineFeed, KVEventPublisher
+from prism.serving.messages import GenerateChunk, GenerateRequest
 from prism.serving.metrics import EngineMetrics
-from prism.serving.ranks import RayRanks
+from prism.serving.rank_actors import RayRanks
 
 logger = logging.getLogger(__name__)
 
 STATS_PERIOD_S = 1.0
-
-
-@dataclass(slots=True)
-class GenerateRequest:
-    """What the ingress hands a replica: tokens and settings, already validated for shape."""
-
-    request_id: str
-    prompt_token_ids: list[int]
-    params: SamplingParams
-    cache_salt: str | None = None
-    routing: RoutingHint | None = None
-    """Read (and annotated) by the router in the ingress's process."""
-
-
-@dataclass(slots=True)
-class GenerateChunk:
-    """One streamed step of a request, tagged with the replica that produced it."""
-
-    output: RequestOutput
-    replica: str
 
 
 @dataclass(slots=True)
@@ -69,7 +49,7 @@ class LLMServer:
         model = ModelSettings.model_validate(settings)
         index = RedisSettings.model_validate(redis or {})
         self.replica_id = serve.get_replica_context().replica_id.unique_id
-        config = model.engine.to_engine_config()
+        config = EngineConfig(**model.engine.model_dump())
         ranks = None
         if config.tensor_parallel_size > 1:
             ranks = RayRanks(model.resources, self.replica_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from prism.engine import FinishReason, TokenLogprob
+from prism.outputs import FinishReason, TokenLogprob
 
 Body = dict[str, Any]
 

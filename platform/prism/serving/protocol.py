@@ -12,8 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from prism.engine import SamplingParams
 from prism.errors import InvalidRequest
+from prism.sampling_params import SamplingParams
 
 MAX_N = 16
 TokenIds = list[Annotated[int, Field(ge=0)]]

@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 
-from prism.engine import RequestOutput, TokenLogprob
+from prism.outputs import RequestOutput, TokenLogprob
 from prism.serving import openai_format as fmt
 from prism.serving.errors import to_api_error
 from prism.serving.fanout import (

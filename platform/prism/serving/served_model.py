@@ -7,10 +7,10 @@ from typing import Any
 
 from ray.serve.handle import DeploymentHandle
 
-from prism.engine import SamplingParams
 from prism.errors import InvalidRequest
 from prism.routing.hint import RoutingHint
 from prism.routing.metrics import router_metrics
+from prism.sampling_params import SamplingParams
 from prism.serving.fanout import Choice, start_choices
 
 

@@ -2,7 +2,7 @@
 
 Rank 0 is the engine itself. A :class:`RankLauncher` starts the others wherever they should
 live: :class:`LocalRanks` as child processes here; Prism's Serve replicas use Ray actors in
-the replica's placement group (``prism.serving.ranks``).
+the replica's placement group (``prism.serving.rank_actors``).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Protocol
 
-from prism.engine.config import EngineConfig
+from prism.engine.engine_config import EngineConfig
 from prism.engine.model_runner import ModelRunner
 from prism.engine.parallel import ParallelSetup
 from prism.errors import RankLost

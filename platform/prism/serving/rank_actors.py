@@ -19,7 +19,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from prism.config import ReplicaResources
 from prism.engine import EngineConfig
 from prism.engine.parallel import ParallelSetup
-from prism.engine.ranks import run_rank
+from prism.engine.local_ranks import run_rank
 from prism.errors import RankLost
 
 logger = logging.getLogger(__name__)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-GIB = 1 << 30
 
-
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class EngineConfig:
     """Settings of one engine instance.
+
+    Every field is required: the defaults are declared once, by the platform config's
+    ``EngineSettings``, and ``EngineConfig(**EngineSettings(...).model_dump())`` builds one.
 
     ``kv_cache_bytes`` sizes the KV cache on CPU; on CUDA the cache takes
     ``gpu_memory_utilization`` of the device memory left free after the weights load.
@@ -21,20 +22,20 @@ class EngineConfig:
     matrix products in bf16 and everything else (norms, attention, KV cache) in fp32.
     """
 
-    block_size: int = 16
-    max_num_seqs: int = 64
-    max_num_batched_tokens: int = 2048
-    max_model_len: int | None = None
-    enable_prefix_caching: bool = True
-    device: str = "auto"
-    dtype: str = "auto"
-    weight_dtype: str | None = None
-    kv_cache_bytes: int = 1 * GIB
-    gpu_memory_utilization: float = 0.85
-    num_kv_blocks: int | None = None
-    num_threads: int | None = None
-    seed: int = 0
-    tensor_parallel_size: int = 1
+    block_size: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    max_model_len: int | None
+    enable_prefix_caching: bool
+    device: str
+    dtype: str
+    weight_dtype: str | None
+    kv_cache_bytes: int
+    gpu_memory_utilization: float
+    num_kv_blocks: int | None
+    num_threads: int | None
+    seed: int
+    tensor_parallel_size: int
 
     def __post_init__(self) -> None:
         sizes = ("block_size", "max_num_seqs", "max_num_batched_tokens", "tensor_parallel_size")
