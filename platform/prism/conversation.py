@@ -10,8 +10,8 @@ The protocol is a :data:`StreamReply`: :func:`openai_replies` (the OpenAI API th
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Generator, Iterator
-from typing import TextIO
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, TextIO, cast
 
 import grpc
 import openai
@@ -19,6 +19,9 @@ from openai import OpenAI
 
 from prism.client import PrismClient, describe_rpc_error
 from prism.errors import ModelNotFound, PrismError
+
+if TYPE_CHECKING:
+    from openai.types.chat import ChatCompletionMessageParam
 
 PROMPT = "you> "
 RESET_COMMAND = "/reset"
@@ -37,20 +40,15 @@ class ReplyFailed(PrismError):
     """The server answered a message with an error; the conversation goes on."""
 
 
-def first_model_id(client: OpenAI) -> str:
-    """The id of the first model the server lists."""
-    models = client.models.list().data
-    if not models:
-        raise ModelNotFound(f"the server at {client.base_url} serves no model")
-    return models[0].id
-
-
-def first_listed_model(client: PrismClient) -> str:
-    """The id of the first model the gRPC server lists."""
-    models = client.list_models()
-    if not models:
-        raise ModelNotFound(f"the server at {client.target} serves no model")
-    return models[0].id
+def first_model(client: OpenAI | PrismClient) -> str:
+    """The id of the first model the server lists, over HTTP (openai) or gRPC (Prism)."""
+    if isinstance(client, PrismClient):
+        ids, server = [model.id for model in client.list_models()], client.target
+    else:
+        ids, server = [model.id for model in client.models.list().data], str(client.base_url)
+    if not ids:
+        raise ModelNotFound(f"the server at {server} serves no model")
+    return ids[0]
 
 
 def describe_api_error(error: openai.APIError, url: str) -> str:
@@ -69,7 +67,7 @@ def openai_replies(client: OpenAI, model: str, temperature: float, max_tokens: i
         try:
             with client.chat.completions.create(
                 model=model,
-                messages=messages,
+                messages=cast("list[ChatCompletionMessageParam]", messages),
                 temperature=temperature,
                 max_tokens=max_tokens,
                 stream=True,
@@ -118,7 +116,7 @@ class ChatSession:
         """Forget every exchange so far (the system prompt stays)."""
         self.history = []
 
-    def ask(self, text: str) -> Iterator[str]:
+    def ask(self, text: str) -> Generator[str, None, None]:
         """Send ``text`` as the next user message and yield its answer piece by piece.
 
         The exchange joins the history once any of the answer has arrived: all of it, or

@@ -13,7 +13,13 @@ from dataclasses import dataclass
 import ray
 from ray import serve
 
-from prism.config import ConfigError, ModelSettings, PlatformConfig
+from prism.config import (
+    ConfigError,
+    ModelSettings,
+    PlatformConfig,
+    grpc_target,
+    openai_base_url,
+)
 from prism.engine.parallel import check_tensor_parallel
 from prism.errors import IncompatibleSettings
 from prism.models import ModelConfig, resolve_model
@@ -84,10 +90,9 @@ def start_platform(
         grpc_options=grpc_options(config.grpc),
     )
     serve.run(build_app(config), name=APP_NAME, route_prefix="/")
-    host = "127.0.0.1" if config.http.host in ("0.0.0.0", "::") else config.http.host
     return Endpoints(
-        openai_base_url=f"http://{host}:{config.http.port}/v1",
-        grpc_target=f"{host}:{config.grpc.port}" if config.grpc.enabled else None,
+        openai_base_url=openai_base_url(config.http),
+        grpc_target=grpc_target(config.http, config.grpc) if config.grpc.enabled else None,
         dashboard_url=dashboard,
         metrics_url=f"http://127.0.0.1:{config.ray.metrics_export_port}/metrics",
         redis_url=redis_url,

@@ -11,13 +11,14 @@ from ray import serve
 from ray.cluster_utils import Cluster
 from ray.serve.config import ProxyLocation
 
-from prism.config import GRPCSettings, PlatformConfig
+from prism.config import GRPCSettings
 from prism.models import ResolvedModel
 from prism.redis_server import EmbeddedRedis, free_port
 from prism.serving.app import APP_NAME, build_app, grpc_options
 from support.cluster import GPU_NODES, RayCluster, ServePorts, gpu_node_args, head_node_args
 from support.live_platform import API_KEY, MAX_NUM_SEQS, MAX_QUEUED, MODEL_ID, Platform
 from support.models import save_tiny_chat_model
+from support.platforms import model_settings, platform_config
 from support.routing_platform import RoutingPlatform, routing_config, serve_routing_app
 
 
@@ -66,24 +67,19 @@ def platform(
 ) -> Platform:
     key_file = tmp_path_factory.mktemp("secrets") / "api-key"
     key_file.write_text(API_KEY + "\n")
-    config = PlatformConfig.model_validate(
-        {
-            "models": [
-                {
-                    "id": MODEL_ID,
-                    "replicas": 1,
-                    "resources": {"num_cpus": 1},
-                    "engine": {
-                        "num_threads": 1,
-                        "kv_cache_bytes": "96MiB",
-                        "max_num_seqs": MAX_NUM_SEQS,
-                    },
-                    "max_queued_requests": MAX_QUEUED,
-                }
-            ],
-            "http": {"port": serve_ports.http, "api_key_file": str(Path(key_file))},
-            "redis": {"url": redis_server.url},
-        }
+    config = platform_config(
+        model_settings(
+            MODEL_ID,
+            engine={"kv_cache_bytes": "96MiB", "max_num_seqs": MAX_NUM_SEQS},
+            max_queued_requests=MAX_QUEUED,
+        ),
+        http_port=serve_ports.http,
+        redis_url=redis_server.url,
+        http={
+            "api_key_file": str(key_file),
+            # A ping every 50 ms: most streams of the tests carry some, and clients skip them.
+            "sse_ping_interval_s": 0.05,
+        },
     )
     serve.run(build_app(config), name=APP_NAME, route_prefix="/")
     return Platform(

@@ -63,14 +63,17 @@ def test_unknown_model_is_a_404(http) -> None:
     assert error_of(response)["code"] == "model_not_found"
 
 
-def test_prompt_over_the_context_is_a_400(http, platform: Platform) -> None:
+def test_prompt_over_the_context_is_a_400_streamed_or_not(http, platform: Platform) -> None:
     long_prompt = "word " * 12_000
+    chat = GOOD | {"messages": [{"role": "user", "content": long_prompt}]}
     for path, body in (
-        (CHAT, GOOD | {"messages": [{"role": "user", "content": long_prompt}]}),
+        (CHAT, chat),
+        (CHAT, chat | {"stream": True}),
         ("/v1/completions", {"model": MODEL_ID, "prompt": long_prompt, "max_tokens": 2}),
     ):
         response = http.post(path, json=body)
         assert response.status_code == 400, response.text
+        assert response.headers["content-type"] == "application/json"
         assert error_of(response)["code"] == "context_length_exceeded"
     assert platform.wait_until_idle()["num_running"] == 0
     assert_still_serving(http)

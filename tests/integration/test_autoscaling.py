@@ -18,14 +18,15 @@ import ray
 from openai import AsyncOpenAI
 from ray import serve
 
-from prism.bench.replica_watch import ReplicaSample, sample_replicas
-from prism.bench.serve_load import StreamChat, openai_chat
-from prism.bench.serve_prompts import conversations
-from prism.bench.step_load import BackgroundLoad, TimedRecord
+from prism.bench.autoscale.load import BackgroundLoad, TimedRecord
+from prism.bench.autoscale.replica_watch import ReplicaSample, sample_replicas
+from prism.bench.serve.load import StreamChat, openai_chat
+from prism.bench.serve.prompts import conversations
 from prism.config import ModelSettings, PlatformConfig
 from prism.redis_server import EmbeddedRedis
 from prism.serving.app import build_app, deployment_name
 from support.cluster import RayCluster
+from support.platforms import model_settings, platform_config, quick_autoscaling
 
 APP = "prism-autoscale"
 PREFIX = "/autoscale"
@@ -35,38 +36,24 @@ MIN_REPLICAS, MAX_REPLICAS = 1, 3
 BUSY_CLIENTS = 8  # 4x what one replica's batch of 2 takes: requests queue
 LIGHT_CLIENTS = 2  # well under the scale-in ratio of 3 replicas
 SECONDS_AT_MAX = 12.0
+TARGETS = {"target_ongoing_requests": 4, "max_waiting_per_replica": 1, "ttft_p90_objective_s": 5.0}
+"""Small targets, so a few clients make one replica too few."""
+WINDOWS = {"look_back_s": 3, "upscale_delay_s": 1, "downscale_delay_s": 4}
+"""Short windows and delays, so the replicas follow the load within seconds."""
 
 
 def autoscaling_config(model_path: Path, http_port: int, redis_url: str) -> PlatformConfig:
-    return PlatformConfig.model_validate(
-        {
-            "models": [
-                {
-                    "id": MODEL,
-                    "source": str(model_path),
-                    "resources": {"num_cpus": 0, "num_gpus": 1},
-                    "engine": {
-                        "device": "cpu",
-                        "num_threads": 1,
-                        "kv_cache_bytes": "16MiB",
-                        "max_num_seqs": 2,
-                    },
-                    "autoscaling": {
-                        "min_replicas": MIN_REPLICAS,
-                        "max_replicas": MAX_REPLICAS,
-                        "target_ongoing_requests": 4,
-                        "max_waiting_per_replica": 1,
-                        "ttft_p90_objective_s": 5.0,
-                        "look_back_s": 3,
-                        "metrics_push_interval_s": 0.5,
-                        "upscale_delay_s": 1,
-                        "downscale_delay_s": 4,
-                    },
-                }
-            ],
-            "http": {"port": http_port, "api_key_env": "PRISM_AUTOSCALE_TESTS_NO_KEY"},
-            "redis": {"url": redis_url, "key_prefix": "prism-autoscale-tests"},
-        }
+    return platform_config(
+        model_settings(
+            MODEL,
+            model_path,
+            resources={"num_cpus": 0, "num_gpus": 1},
+            engine={"device": "cpu", "kv_cache_bytes": "16MiB", "max_num_seqs": 2},
+            autoscaling=quick_autoscaling(MIN_REPLICAS, MAX_REPLICAS, **WINDOWS, **TARGETS),
+        ),
+        http_port=http_port,
+        redis_url=redis_url,
+        suite="autoscale",
     )
 
 

@@ -27,6 +27,7 @@ from prism.serving.headers import PREDICTED_CACHED_HEADER
 from support.cluster import RayCluster
 from support.dashboards import load_dashboards
 from support.metrics import metric_samples, scrape_metrics
+from support.platforms import model_settings, platform_config, quick_autoscaling
 
 APP = "prism-dashboards"
 PREFIX = "/dashboards"
@@ -39,30 +40,19 @@ EXPORT_TIMEOUT_S = 30.0
 
 
 def dashboards_config(model_path: Path, http_port: int, redis_url: str) -> PlatformConfig:
-    return PlatformConfig.model_validate(
-        {
-            "models": [
-                {
-                    "id": MODEL,
-                    "source": str(model_path),
-                    "resources": {"num_cpus": 0.5},
-                    "engine": {
-                        "num_threads": 1,
-                        "block_size": BLOCK_SIZE,
-                        "num_kv_blocks": NUM_KV_BLOCKS,
-                    },
-                    "autoscaling": {
-                        "min_replicas": 1,
-                        "max_replicas": 1,
-                        "look_back_s": 2,
-                        "metrics_push_interval_s": 0.5,
-                    },
-                }
-            ],
-            "http": {"port": http_port, "api_key_env": "PRISM_DASHBOARD_TESTS_NO_KEY"},
-            "redis": {"url": redis_url, "key_prefix": "prism-dashboard-tests", "timeout_s": 0.5},
-            "router": {"policy": "prefix", "stats_period_s": 0.5},
-        }
+    return platform_config(
+        model_settings(
+            MODEL,
+            model_path,
+            resources={"num_cpus": 0.5},
+            engine={"block_size": BLOCK_SIZE, "num_kv_blocks": NUM_KV_BLOCKS},
+            autoscaling=quick_autoscaling(1, 1, look_back_s=2),
+        ),
+        http_port=http_port,
+        redis_url=redis_url,
+        suite="dashboard",
+        redis={"timeout_s": 0.5},
+        router={"policy": "prefix", "stats_period_s": 0.5},
     )
 
 

@@ -12,8 +12,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from prism.conversation import ChatSession, converse, grpc_replies
 from prism.client import PrismClient
+from prism.conversation import ChatSession, converse, grpc_replies
 from prism.models import load_tokenizer, resolve_model
 from prism.proto.stubs import pb, rpc
 from prism.serving.app import APP_NAME

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from support.live_platform import MODEL_ID, Platform
@@ -128,3 +130,40 @@ def test_logprobs_and_output_limit(client) -> None:
     for item in content:
         assert item.logprob <= 0 and len(item.top_logprobs) == 2
         assert item.top_logprobs[0].logprob == pytest.approx(item.logprob, abs=1e-5)
+
+
+def test_a_stream_silent_until_its_end_carries_pings_the_client_skips(
+    client, platform: Platform
+) -> None:
+    """A stop string longer than the answer holds all its text back until the last chunk:
+    after the opening chunk the stream is silent for the whole generation, save for pings."""
+    request = {
+        "model": MODEL_ID,
+        "messages": QUESTION,
+        "max_tokens": 24,
+        "temperature": 0,
+        "stop": ["~" * 1000],
+        "ignore_eos": True,
+        "stream": True,
+    }
+    with (
+        platform.http() as http,
+        http.stream("POST", "/v1/chat/completions", json=request) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["x-prism-replica"]
+        lines = [line for line in response.iter_lines() if line]
+
+    data = [i for i, line in enumerate(lines) if line.startswith("data: ")]
+    assert lines[data[-1]] == "data: [DONE]" and data[-1] == len(lines) - 1
+    chunks = [json.loads(lines[i].removeprefix("data: ")) for i in data[:-1]]
+    opening, answer = (chunk["choices"][0]["delta"].get("content") for chunk in chunks)
+    assert opening == "" and answer
+    assert ": ping" in lines[data[0] + 1 : data[1]]
+    assert {line for i, line in enumerate(lines) if i not in data} == {": ping"}
+
+    extra_body = {"ignore_eos": request.pop("ignore_eos")}
+    streamed = list(client.chat.completions.create(**request, extra_body=extra_body))
+    assert "".join(c.choices[0].delta.content or "" for c in streamed) == answer
+    assert streamed[-1].choices[0].finish_reason == "length"

@@ -22,6 +22,7 @@ from prism.serving.app import build_app, deployment_name
 from prism.serving.headers import REPLICA_HEADER
 from prism.serving.rank_actors import RANK_ACTOR_PREFIX
 from support.cluster import RayCluster, ServePorts
+from support.platforms import model_settings, platform_config
 
 APP = "prism-tp"
 PREFIX = "/tp"
@@ -32,27 +33,19 @@ DEPLOYMENT = deployment_name(ModelSettings(id=TWO_RANKS))
 
 def tp_config(model_path: Path, http_port: int, redis_url: str) -> PlatformConfig:
     """The tiny model twice: one rank on the head node, two ranks per replica on GPU nodes."""
-    engine = {"device": "cpu", "num_threads": 1, "kv_cache_bytes": "16MiB"}
-    return PlatformConfig.model_validate(
-        {
-            "models": [
-                {
-                    "id": ONE_RANK,
-                    "source": str(model_path),
-                    "resources": {"num_cpus": 0.25},
-                    "engine": engine,
-                },
-                {
-                    "id": TWO_RANKS,
-                    "source": str(model_path),
-                    "replicas": TP_REPLICAS,
-                    "resources": {"num_cpus": 0, "num_gpus": 1},
-                    "engine": engine | {"tensor_parallel_size": 2},
-                },
-            ],
-            "http": {"port": http_port, "api_key_env": "PRISM_TP_TESTS_NO_KEY"},
-            "redis": {"url": redis_url, "key_prefix": "prism-tp-tests"},
-        }
+    engine = {"device": "cpu", "kv_cache_bytes": "16MiB"}
+    return platform_config(
+        model_settings(ONE_RANK, model_path, resources={"num_cpus": 0.25}, engine=engine),
+        model_settings(
+            TWO_RANKS,
+            model_path,
+            replicas=TP_REPLICAS,
+            resources={"num_cpus": 0, "num_gpus": 1},
+            engine=engine | {"tensor_parallel_size": 2},
+        ),
+        http_port=http_port,
+        redis_url=redis_url,
+        suite="tp",
     )
 
 

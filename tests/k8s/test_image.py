@@ -43,6 +43,9 @@ def test_image_copies_only_what_exists_and_is_not_ignored() -> None:
 
 def test_image_converts_the_embedded_model_and_builds_the_grpc_stubs() -> None:
     steps = " ".join(DOCKERFILE.split())
-    assert "python -m prism.proto.build" in steps
+    # Installing Prism runs setup.py's build hook, which generates the stubs; the image's
+    # last step imports them.
+    assert "COPY --chown=ray:users setup.py ./" in steps
+    assert "import prism.serving.app, prism.proto.stubs" in steps
     assert "prism convert" in steps
     assert "torch==2.13.0" in steps

@@ -19,6 +19,7 @@ from prism.routing.hint import RoutingHint
 from prism.routing.keys import IndexKeys
 from prism.serving.app import build_app
 from prism.serving.headers import PREDICTED_CACHED_HEADER, REPLICA_HEADER, SESSION_HEADER
+from support.platforms import model_settings, platform_config
 
 ROUTING_APP = "prism-routing"
 ROUTE_PREFIX = "/routing"
@@ -107,30 +108,20 @@ def routing_config(
     redis_url: str, http_port: int, model_path: str, policy: str = "prefix"
 ) -> PlatformConfig:
     """Three tiny replicas with small KV caches (so eviction is easy) and two ingresses."""
-    return PlatformConfig.model_validate(
-        {
-            "models": [
-                {
-                    "id": TINY_MODEL_ID,
-                    "source": model_path,
-                    "replicas": 3,
-                    "resources": {"num_cpus": 0.5},
-                    "engine": {"num_threads": 1, "num_kv_blocks": 96, "block_size": BLOCK_SIZE},
-                }
-            ],
-            "http": {
-                "port": http_port,
-                "ingress_replicas": 2,
-                "api_key_env": "PRISM_ROUTING_TESTS_NO_KEY",
-            },
-            "redis": {
-                "url": redis_url,
-                "key_prefix": "prism-routing-tests",
-                "liveness_ttl_s": 2.0,
-                "timeout_s": 0.5,
-            },
-            "router": {"policy": policy, "predicted_ttl_s": 2.0, "stats_period_s": 0.5},
-        }
+    return platform_config(
+        model_settings(
+            TINY_MODEL_ID,
+            model_path,
+            replicas=3,
+            resources={"num_cpus": 0.5},
+            engine={"num_kv_blocks": 96, "block_size": BLOCK_SIZE},
+        ),
+        http_port=http_port,
+        redis_url=redis_url,
+        suite="routing",
+        http={"ingress_replicas": 2},
+        redis={"liveness_ttl_s": 2.0, "timeout_s": 0.5},
+        router={"policy": policy, "predicted_ttl_s": 2.0, "stats_period_s": 0.5},
     )
 
 

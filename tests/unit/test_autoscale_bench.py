@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from prism.bench.autoscale_bench import AutoscaleResult, AutoscaleSettings, LoadStep, parse_steps
-from prism.bench.autoscale_report import format_autoscale_report, summarize_steps
+from prism.bench.autoscale.bench import AutoscaleResult
+from prism.bench.autoscale.load import TimedRecord
+from prism.bench.autoscale.replica_watch import ReplicaSample
+from prism.bench.autoscale.report import format_autoscale_report, summarize_steps
+from prism.bench.autoscale.settings import AutoscaleSettings, LoadStep, parse_steps
 from prism.bench.machine import Machine
-from prism.bench.replica_watch import ReplicaSample
-from prism.bench.serve_load import RequestRecord
-from prism.bench.step_load import TimedRecord
+from prism.bench.serve.load import RequestRecord
 
 
 def test_steps_parse_as_clients_by_seconds() -> None:

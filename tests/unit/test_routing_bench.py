@@ -12,24 +12,24 @@ import pytest
 from openai import AsyncOpenAI
 
 from prism.bench.machine import Machine
-from prism.bench.routing_bench import deployment_config, with_policy, with_redis
-from prism.bench.routing_load import (
+from prism.bench.routing.bench import deployment_config, with_policy, with_redis
+from prism.bench.routing.load import (
     LoadShape,
     RoutedRecord,
     RoutedRun,
     run_routed_load,
     warm_up,
 )
-from prism.bench.routing_plot import write_routing_plot
-from prism.bench.routing_report import format_routing_report, routing_to_json
-from prism.bench.routing_results import (
+from prism.bench.routing.plot import write_routing_plot
+from prism.bench.routing.report import format_routing_report, routing_to_json
+from prism.bench.routing.results import (
     PolicyResult,
     RoutingBenchResult,
     RoutingDeployment,
     replica_counts,
     summarize_policy,
 )
-from prism.bench.routing_workloads import (
+from prism.bench.routing.workloads import (
     TOKEN_IDS,
     WARMUP_TOKEN_IDS,
     PlannedRequest,
@@ -38,7 +38,7 @@ from prism.bench.routing_workloads import (
     plan_requests,
     warmup_prompts,
 )
-from prism.bench.serve_load import RequestRecord
+from prism.bench.serve.load import RequestRecord
 from prism.cli import build_parser
 from prism.config import DEFAULT_PROFILE, load_config
 from prism.errors import PrismError

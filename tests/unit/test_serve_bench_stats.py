@@ -7,9 +7,9 @@ import random
 import numpy as np
 import pytest
 
-from prism.bench.serve_load import LoadRun, RequestRecord
-from prism.bench.serve_results import summarize
-from prism.bench.serve_stats import Percentiles, percentile
+from prism.bench.serve.load import LoadRun, RequestRecord
+from prism.bench.serve.results import summarize
+from prism.bench.stats import Percentiles, percentile
 
 
 def test_percentile_interpolates_between_the_nearest_ranks() -> None:

@@ -1,18 +1,11 @@
-"""Benchmarks of Prism: standard workloads, measurements and their reports."""
+"""Benchmarks of Prism: standard workloads, measurements and their reports.
 
-from __future__ import annotations
+One subpackage per benchmark (:mod:`~prism.bench.engine`, :mod:`~prism.bench.serve`,
+:mod:`~prism.bench.routing`, :mod:`~prism.bench.autoscale`), over what they share here: the
+prompt texts (:mod:`~prism.bench.prompts`), the machine description
+(:mod:`~prism.bench.machine`), memory measurement (:mod:`~prism.bench.memory`), latency
+percentiles (:mod:`~prism.bench.stats`), and table cells and JSON records
+(:mod:`~prism.bench.records`).
 
-from prism.bench.engine_bench import run_engine_bench
-from prism.bench.records import default_json_path
-from prism.bench.report import format_report, write_json
-from prism.bench.results import EngineBenchResult
-from prism.bench.workloads import Workload
-
-__all__ = [
-    "EngineBenchResult",
-    "Workload",
-    "default_json_path",
-    "format_report",
-    "run_engine_bench",
-    "write_json",
-]
+Importing a package here loads nothing heavy; each benchmark's modules load what they use.
+"""

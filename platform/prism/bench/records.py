@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,3 +28,26 @@ def write_record(record: dict[str, Any], path: Path) -> None:
     """Write a JSON record to ``path``, creating its folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
+
+
+def publish(
+    report: str,
+    write_json: Callable[[Path], None],
+    json_path: Path | None,
+    benchmark: str,
+    progress: Callable[[str], None],
+    write_plot: Callable[[Path], None] | None = None,
+    plot_path: Path | None = None,
+) -> None:
+    """Print a benchmark's table, then write its JSON record (by default to
+    :func:`default_json_path`) and, with ``write_plot``, its PNG (by default beside the
+    record); ``progress`` hears of each file written."""
+    print(report)
+    sys.stdout.flush()
+    json_path = json_path or default_json_path(benchmark)
+    write_json(json_path)
+    progress(f"wrote {json_path}")
+    if write_plot is not None:
+        plot_path = plot_path or json_path.with_suffix(".png")
+        write_plot(plot_path)
+        progress(f"wrote {plot_path}")

@@ -1,7 +1,9 @@
 """The ``prism`` command line.
 
 Each subcommand lives in its own module with an ``add_<name>`` function that declares its
-arguments and a ``_run_<name>`` function that does the work. Results go to stdout; logs and
+arguments and a ``_run_<name>`` function that does the work. Declaring imports nothing heavy
+(torch, transformers, Ray, openai, gRPC): ``--help`` answers at once, and each command loads
+only what it runs. Results go to stdout; logs and
 progress go to stderr. Prism's own errors end the command with one ``prism: error: ...``
 line and status 2.
 """
@@ -13,18 +15,16 @@ import logging
 import os
 import sys
 
-from transformers.utils import logging as transformers_logging
-
 from prism.cli.bench import add_bench
 from prism.cli.chat import add_chat
 from prism.cli.convert import add_convert
+from prism.cli.engine_options import engine_options
 from prism.cli.generate import add_generate
 from prism.cli.options import (
     EXIT_BROKEN_PIPE,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
     common_options,
-    engine_options,
     server_options,
 )
 from prism.cli.serve import add_serve
@@ -52,7 +52,8 @@ def _configure_logging(verbose: bool) -> None:
         stream=sys.stderr,
     )
     if not verbose:
-        transformers_logging.disable_progress_bar()
+        # Read by huggingface_hub and transformers when they are first imported.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,29 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from prism.bench import default_json_path
-from prism.bench.autoscale_bench import (
-    AutoscaleSettings,
-    LoadStep,
-    parse_steps,
-    run_autoscale_bench,
-)
-from prism.bench.autoscale_report import (
-    format_autoscale_report,
-    write_autoscale_json,
-    write_autoscale_plot,
-)
-from prism.cli.options import (
-    AddParser,
-    add_json_option,
-    add_plot_option,
-    at_least,
-    common_options,
-    status,
-)
+from prism.bench.autoscale.settings import AutoscaleSettings, LoadStep, parse_steps
+from prism.bench.records import publish
+from prism.cli.options import AddParser, add_json_option, add_plot_option, at_least, status
 from prism.config import DEPLOYMENTS_DIR, load_config
 
 DEFAULT_STEPS = "1x30,10x120,1x60"
@@ -38,10 +20,10 @@ def _steps(text: str) -> list[LoadStep]:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def add_bench_autoscale(add_parser: AddParser) -> None:
+def add_bench_autoscale(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> None:
     parser = add_parser(
         "autoscale",
-        parents=[common_options()],
+        parents=parents,
         help="a step-shaped load against an autoscaled deployment; replicas and TTFT over time",
     )
     parser.add_argument(
@@ -50,7 +32,7 @@ def add_bench_autoscale(add_parser: AddParser) -> None:
         default=DEPLOYMENTS_DIR / "autoscale-cpu.yaml",
         metavar="YAML",
         help="deployment profile whose first model has autoscaling "
-        "(default: deployments/autoscale-cpu.yaml)",
+        "(default: autoscale-cpu.yaml, shipped in prism/deployments)",
     )
     parser.add_argument(
         "--steps",
@@ -65,18 +47,26 @@ def add_bench_autoscale(add_parser: AddParser) -> None:
     )
     add_json_option(parser, "autoscale")
     add_plot_option(parser)
-    parser.set_defaults(run=_run)
+    parser.set_defaults(run=_run_bench_autoscale)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run_bench_autoscale(args: argparse.Namespace) -> int:
+    from prism.bench.autoscale.bench import run_autoscale_bench
+    from prism.bench.autoscale.report import (
+        format_autoscale_report,
+        write_autoscale_json,
+        write_autoscale_plot,
+    )
+
     settings = AutoscaleSettings(steps=args.steps, max_tokens=args.max_tokens)
     result = run_autoscale_bench(load_config(args.config), settings, progress=status)
-    print(format_autoscale_report(result))
-    sys.stdout.flush()
-    path = args.json or default_json_path("autoscale")
-    write_autoscale_json(result, path)
-    status(f"wrote {path}")
-    plot = args.plot or path.with_suffix(".png")
-    write_autoscale_plot(result, plot)
-    status(f"wrote {plot}")
+    publish(
+        format_autoscale_report(result),
+        lambda path: write_autoscale_json(result, path),
+        args.json,
+        "autoscale",
+        status,
+        lambda path: write_autoscale_plot(result, path),
+        args.plot,
+    )
     return 0

@@ -6,20 +6,8 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import openai
-
-from prism.conversation import (
-    PROMPT,
-    ChatSession,
-    StreamReply,
-    converse,
-    enable_line_editing,
-    first_listed_model,
-    first_model_id,
-    grpc_replies,
-    openai_replies,
-)
 from prism.cli.options import (
     AddParser,
     add_grpc_target,
@@ -28,9 +16,11 @@ from prism.cli.options import (
     server_errors,
     status,
 )
-from prism.client import PrismClient, rpc_errors
 
-Connection = tuple[StreamReply, str, str]
+if TYPE_CHECKING:
+    from prism.conversation import StreamReply
+
+Connection = tuple["StreamReply", str, str]
 """How answers stream, the model that gives them and the server's address."""
 
 
@@ -54,23 +44,32 @@ def add_chat(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> N
 
 @contextlib.contextmanager
 def _over_http(args: argparse.Namespace) -> Iterator[Connection]:
+    import openai
+
+    from prism.conversation import first_model, openai_replies
+
     with server_errors(args.url):
         client = openai.OpenAI(base_url=args.url, api_key=api_key(args), max_retries=0)
-        model = args.model or first_model_id(client)
+        model = args.model or first_model(client)
         yield openai_replies(client, model, args.temperature, args.max_tokens), model, args.url
 
 
 @contextlib.contextmanager
 def _over_grpc(args: argparse.Namespace) -> Iterator[Connection]:
+    from prism.client import PrismClient, rpc_errors
+    from prism.conversation import first_model, grpc_replies
+
     # No deadline: an answer takes as long as it takes, and Ctrl-C stops it.
     client = PrismClient(args.grpc_target, timeout=None, api_key=api_key(args))
     with rpc_errors(), client:
-        model = args.model or first_listed_model(client)
+        model = args.model or first_model(client)
         replies = grpc_replies(client, model, args.temperature, args.max_tokens)
         yield replies, model, args.grpc_target
 
 
 def _run_chat(args: argparse.Namespace) -> int:
+    from prism.conversation import PROMPT, ChatSession, converse, enable_line_editing
+
     interactive = sys.stdin.isatty()
     with (_over_grpc if args.grpc else _over_http)(args) as (stream_reply, model, address):
         if interactive:

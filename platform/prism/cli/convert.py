@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from prism.cli.options import AddParser
-from prism.models import resolve_model
 
 
 def add_convert(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> None:
@@ -24,5 +23,7 @@ def add_convert(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -
 
 
 def _run_convert(args: argparse.Namespace) -> int:
+    from prism.models import resolve_model
+
     print(resolve_model(args.source).path)
     return 0

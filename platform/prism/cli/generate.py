@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from prism.cli.options import AddParser, engine_config
-from prism.engine import LLMEngine, SamplingParams
-from prism.models import apply_chat_template
+from prism.cli.engine_options import engine_config
+from prism.cli.options import AddParser
+from prism.errors import ModelNotFound
 
 
 def add_generate(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> None:
@@ -26,12 +26,18 @@ def add_generate(add_parser: AddParser, parents: list[argparse.ArgumentParser]) 
 
 
 def _run_generate(args: argparse.Namespace) -> int:
+    from prism.engine import LLMEngine, SamplingParams
+    from prism.models import apply_chat_template
+
     with LLMEngine.from_source(args.model, engine_config(args)) as engine:
+        tokenizer = engine.tokenizer
+        if tokenizer is None:
+            raise ModelNotFound(f"{engine.model_id} has no tokenizer")
         if args.raw:
-            prompt = list(engine.tokenizer.encode(args.prompt))
+            prompt = list(tokenizer.encode(args.prompt))
         else:
             message = {"role": "user", "content": args.prompt}
-            prompt = apply_chat_template(engine.tokenizer, [message])
+            prompt = apply_chat_template(tokenizer, [message])
         params = SamplingParams(
             max_tokens=args.max_tokens,
             temperature=args.temperature,

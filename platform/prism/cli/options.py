@@ -9,19 +9,14 @@ import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import openai
-import torch
-
-from prism.conversation import describe_api_error
-from prism.client import DEFAULT_TARGET
-from prism.engine import EngineConfig
+from prism.client.base import DEFAULT_TARGET
+from prism.config import HTTPSettings, openai_base_url
 from prism.errors import PrismError
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
 EXIT_BROKEN_PIPE = 141
-DTYPES = ("auto", "float32", "bfloat16", "float16")
-DEFAULT_API_URL = "http://127.0.0.1:8000/v1"
+DEFAULT_API_URL = openai_base_url(HTTPSettings())
 API_KEY_VARIABLES = ("PRISM_API_KEY", "OPENAI_API_KEY")
 NO_API_KEY = "none"  # the openai client insists on a key; a server without one ignores it
 
@@ -41,44 +36,10 @@ def at_least(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def device_type(text: str) -> str:
-    if text not in ("auto", "cpu") and not text.startswith("cuda"):
-        raise argparse.ArgumentTypeError(f"expected auto, cpu or cuda[:N], got {text!r}")
-    if text.startswith("cuda") and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError("CUDA is not available on this machine")
-    return text
-
-
 def common_options() -> argparse.ArgumentParser:
     """Options every command takes."""
     options = argparse.ArgumentParser(add_help=False)
     options.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO")
-    return options
-
-
-def engine_options() -> argparse.ArgumentParser:
-    """Options of commands that run an engine in this process."""
-    options = argparse.ArgumentParser(add_help=False)
-    options.add_argument(
-        "--model",
-        metavar="SRC",
-        help="model id, HF model folder or .gguf file (default: the embedded SmolLM2-135M)",
-    )
-    options.add_argument("--device", type=device_type, default="auto", help="auto, cpu or cuda[:N]")
-    options.add_argument("--dtype", choices=DTYPES, default="auto", help="weights and KV dtype")
-    options.add_argument(
-        "--threads",
-        type=at_least(1),
-        metavar="N",
-        help="torch CPU threads (default: the CPUs this process may use)",
-    )
-    options.add_argument(
-        "--tensor-parallel-size",
-        type=at_least(1),
-        default=1,
-        metavar="N",
-        help="split the model over N ranks, run as local processes (default: %(default)s)",
-    )
     return options
 
 
@@ -116,20 +77,14 @@ def api_key(args: argparse.Namespace) -> str:
 @contextlib.contextmanager
 def server_errors(url: str) -> Iterator[None]:
     """Turn the openai client's errors into Prism's one-line errors."""
+    import openai
+
+    from prism.conversation import describe_api_error
+
     try:
         yield
     except openai.APIError as error:
         raise PrismError(describe_api_error(error, url)) from None
-
-
-def engine_config(args: argparse.Namespace) -> EngineConfig:
-    """The engine settings the engine options ask for."""
-    return EngineConfig(
-        device=args.device,
-        dtype=args.dtype,
-        num_threads=args.threads,
-        tensor_parallel_size=args.tensor_parallel_size,
-    )
 
 
 def status(message: str) -> None:

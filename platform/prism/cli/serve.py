@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from prism.cli.options import AddParser
 from prism.config import DEFAULT_PROFILE, PlatformConfig, load_config
-from prism.launcher import Endpoints, serve_until_stopped
+
+if TYPE_CHECKING:
+    from prism.launcher import Endpoints
 
 
 def add_serve(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> None:
@@ -21,7 +24,7 @@ def add_serve(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> 
         type=Path,
         default=DEFAULT_PROFILE,
         metavar="YAML",
-        help="deployment profile (default: deployments/local-cpu.yaml)",
+        help="deployment profile (default: local-cpu.yaml, shipped in prism/deployments)",
     )
     parser.add_argument("--redis-url", help="use this Redis instead of starting an embedded one")
     parser.add_argument("--host", help="HTTP bind address (overrides the profile)")
@@ -61,5 +64,7 @@ def _announce(endpoints: Endpoints) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    from prism.launcher import serve_until_stopped
+
     serve_until_stopped(_serve_config(args), _announce, args.ray_address)
     return 0

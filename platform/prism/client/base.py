@@ -8,9 +8,11 @@ from typing import Any
 from grpc_health.v1 import health_pb2_grpc
 
 from prism.client.options import CallOptions
+from prism.config import GRPCSettings, HTTPSettings, grpc_target
 from prism.proto.stubs import rpc
 
-DEFAULT_TARGET = "127.0.0.1:9000"
+DEFAULT_TARGET = grpc_target(HTTPSettings(), GRPCSettings())
+"""Where ``prism serve`` listens for gRPC with its default settings."""
 DEFAULT_TIMEOUT = 60.0
 
 
@@ -32,4 +34,5 @@ class ClientBase:
         self._options = CallOptions.of(timeout, application, api_key, metadata)
         self._channel = self.open_channel(target)
         self._generation = rpc.GenerationStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+        # Typed Any: the generated stub sets its methods in __init__, out of pyright's sight.
+        self._health: Any = health_pb2_grpc.HealthStub(self._channel)

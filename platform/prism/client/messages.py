@@ -41,16 +41,17 @@ def generate_request(
     **sampling: Any,
 ) -> pb.GenerateRequest:
     """A ``Generate``/``Complete`` request: a text prompt, or a prompt of token ids."""
-    prompt_field = (
-        {"text": prompt} if isinstance(prompt, str) else {"token_ids": pb.TokenIds(ids=prompt)}
-    )
-    return pb.GenerateRequest(
+    request = pb.GenerateRequest(
         model=model,
         sampling=sampling_parameters(**sampling),
         session_id=session_id or "",
         cache_salt=cache_salt or "",
-        **prompt_field,
     )
+    if isinstance(prompt, str):
+        request.text = prompt
+    else:
+        request.token_ids.ids.extend(prompt)
+    return request
 
 
 def chat_message(message: Mapping[str, str]) -> pb.ChatMessage:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Self
 
-import grpc
+from grpc.aio import EOF  # pyright: ignore[reportAttributeAccessIssue]: set by grpc's Cython core
 
 from prism.proto.stubs import pb
 
@@ -50,7 +50,7 @@ class AsyncResponseStream(_CallStream, AsyncIterator[pb.GenerateResponse]):
 
     async def __anext__(self) -> pb.GenerateResponse:
         response = await self._call.read()
-        if response is grpc.aio.EOF:
+        if response is EOF:
             raise StopAsyncIteration
         return response
 

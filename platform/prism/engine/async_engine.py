@@ -1,8 +1,10 @@
 """An asyncio front for :class:`LLMEngine`: a background step loop and streamed outputs.
 
-The engine is touched only by its loop thread. Callers hand it requests and aborts through
-a queue and get outputs back on their own event loop, so a request may be added from any
-loop or thread.
+Only the loop thread changes the engine: it steps, adds and aborts requests. Callers hand it
+requests and aborts through a queue and get outputs back on their own event loop, so a request
+may be added from any loop or thread. From the callers' threads the engine is only read:
+``validate`` (limits fixed at start) and ``check_health`` (whether a rank has died); stats
+and KV events are copied out by the loop thread.
 """
 
 from __future__ import annotations

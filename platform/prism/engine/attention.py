@@ -63,20 +63,20 @@ def _gather(cache: torch.Tensor, block_ids: torch.Tensor) -> torch.Tensor:
 
 
 def _decode_attention_sdpa(
-    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, batch: AttentionBatch
+    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
     attended = F.scaled_dot_product_attention(
         query.unsqueeze(2),
         keys.transpose(0, 1),
         values.transpose(0, 1),
-        attn_mask=batch.decode_mask,
+        attn_mask=mask,
         enable_gqa=True,
     )
     return attended.squeeze(2)
 
 
 def _decode_attention_cpu(
-    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, batch: AttentionBatch
+    query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor
 ) -> torch.Tensor:
     """One query token per sequence as two batched matrix products per KV head.
 
@@ -89,7 +89,7 @@ def _decode_attention_cpu(
     grouped = query.view(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim)
     grouped = grouped.transpose(0, 1)  # [kv_heads, seqs, group, dim]
     scores = torch.matmul(grouped, keys.transpose(-1, -2)) * head_dim**-0.5
-    scores = scores.masked_fill(~batch.decode_mask.transpose(0, 1), float("-inf"))
+    scores = scores.masked_fill(~mask.transpose(0, 1), float("-inf"))
     attended = torch.matmul(scores.softmax(dim=-1), values)
     return attended.transpose(0, 1).reshape(num_seqs, num_heads, head_dim)
 
@@ -102,11 +102,12 @@ def paged_attention(
 ) -> torch.Tensor:
     """Attention output [tokens, heads, head_dim] for the packed ``query`` [tokens, heads, dim]."""
     out = torch.empty_like(query)
-    if batch.num_decodes:
-        keys = _gather(k_cache, batch.decode_block_tables)
-        values = _gather(v_cache, batch.decode_block_tables)
+    tables, mask = batch.decode_block_tables, batch.decode_mask
+    if tables is not None and mask is not None:  # the step has decodes
+        keys = _gather(k_cache, tables)
+        values = _gather(v_cache, tables)
         decode = _decode_attention_cpu if query.device.type == "cpu" else _decode_attention_sdpa
-        out[: batch.num_decodes] = decode(query[: batch.num_decodes], keys, values, batch)
+        out[: batch.num_decodes] = decode(query[: batch.num_decodes], keys, values, mask)
     for span in batch.prefills:
         rows = slice(span.query_start, span.query_start + span.query_len)
         q = query[rows].transpose(0, 1).unsqueeze(0)

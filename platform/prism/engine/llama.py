@@ -10,6 +10,8 @@ and gate/up by output rows (its heads, its part of the MLP), o and down by input
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -19,10 +21,10 @@ from prism.engine.parallel import TensorParallelGroup
 from prism.engine.rotary import RotaryEmbedding, Rotation
 from prism.models import Checkpoint, ModelConfig
 
-COLUMNS = 0
-"""Split a weight by output features (its rows)."""
-ROWS = 1
-"""Split a weight by input features (its columns)."""
+OUTPUT_DIM = 0
+"""A weight's output-feature dimension (its rows): column-parallel layers split it."""
+INPUT_DIM = 1
+"""A weight's input-feature dimension (its columns): row-parallel layers split it."""
 
 
 def _param(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> nn.Parameter:
@@ -70,7 +72,7 @@ class _Loader:
 
     def fill_fused(self, target: torch.Tensor, names: list[str]) -> None:
         """Row-split tensors stacked, each contributing this rank's rows."""
-        target.copy_(torch.cat([self.read(name, target, COLUMNS) for name in names]))
+        target.copy_(torch.cat([self.read(name, target, OUTPUT_DIM) for name in names]))
 
 
 class RMSNorm(nn.Module):
@@ -115,7 +117,7 @@ class Attention(nn.Module):
         loader.fill_fused(self.qkv_weight, [f"{prefix}.{n}.weight" for n in names])
         if self.qkv_bias is not None:
             loader.fill_fused(self.qkv_bias, [f"{prefix}.{n}.bias" for n in names])
-        loader.fill(self.o_weight, f"{prefix}.o_proj.weight", ROWS)
+        loader.fill(self.o_weight, f"{prefix}.o_proj.weight", INPUT_DIM)
         if f"{prefix}.o_proj.bias" in loader.checkpoint:
             o_bias = loader.read(f"{prefix}.o_proj.bias", self.o_weight)
             self.o_bias = nn.Parameter(o_bias, requires_grad=False)
@@ -155,7 +157,7 @@ class MLP(nn.Module):
     def load(self, loader: _Loader, prefix: str) -> None:
         names = [f"{prefix}.gate_proj.weight", f"{prefix}.up_proj.weight"]
         loader.fill_fused(self.gate_up_weight, names)
-        loader.fill(self.down_weight, f"{prefix}.down_proj.weight", ROWS)
+        loader.fill(self.down_weight, f"{prefix}.down_proj.weight", INPUT_DIM)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = _linear(x, self.gate_up_weight).chunk(2, dim=-1)
@@ -241,16 +243,16 @@ class LlamaModel(nn.Module):
         """Copy in this rank's part of a Hugging Face checkpoint's tensors."""
         loader = _Loader(checkpoint, self.group)
         embeddings = "model.embed_tokens.weight"
-        loader.fill(self.embed_weight, embeddings, COLUMNS)
+        loader.fill(self.embed_weight, embeddings, OUTPUT_DIM)
         for index, layer in enumerate(self.layers):
-            layer.load(loader, f"model.layers.{index}")
+            cast(DecoderLayer, layer).load(loader, f"model.layers.{index}")
         loader.fill(self.norm.weight, "model.norm.weight")
         tied = self.config.tie_word_embeddings
         head = embeddings if tied else "lm_head.weight"
         if self.lm_head_weight is not self.embed_weight:
             if head not in checkpoint:
                 raise ValueError("checkpoint has no lm_head.weight and does not tie embeddings")
-            loader.fill(self.lm_head_weight, head, COLUMNS)
+            loader.fill(self.lm_head_weight, head, OUTPUT_DIM)
         leftover = [
             name
             for name in checkpoint.unread()

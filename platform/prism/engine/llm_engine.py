@@ -9,12 +9,12 @@ from typing import Any
 
 import torch
 
-from prism.engine.engine_config import EngineConfig
 from prism.engine.detokenizer import OutputText
+from prism.engine.engine_config import EngineConfig
 from prism.engine.kv_cache_manager import KVCacheManager
+from prism.engine.local_ranks import LocalRanks, RankLauncher
 from prism.engine.model_runner import ModelRunner
 from prism.engine.parallel import check_tensor_parallel
-from prism.engine.local_ranks import LocalRanks, RankLauncher
 from prism.engine.request import Request
 from prism.engine.sampler import SampledToken, sample
 from prism.engine.scheduler import Scheduler

@@ -31,7 +31,9 @@ def _llama3_scaled(inv_freq: torch.Tensor, scaling: dict) -> torch.Tensor:
 def inverse_frequencies(theta: float, head_dim: int, scaling: dict | None) -> torch.Tensor:
     """Per-pair rotation frequencies of RoPE, after the model's scaling rule."""
     inv_freq = _base_inverse_frequencies(theta, head_dim)
-    rope_type = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    if scaling is None:
+        return inv_freq
+    rope_type = scaling.get("rope_type", scaling.get("type", "default"))
     if rope_type == "default":
         return inv_freq
     if rope_type == "linear":

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from prism.models.model_config import ModelConfig
 from prism.models.gguf import convert_gguf
+from prism.models.model_config import ModelConfig
 from prism.models.registry import DEFAULT_MODEL_ID, ResolvedModel, cache_dir, resolve_model
 from prism.models.tokenizer import apply_chat_template, load_tokenizer
 from prism.models.weights import Checkpoint, Shard

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import cast
 
 from jinja2 import TemplateError
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -33,4 +34,4 @@ def apply_chat_template(
         ) from exc
     # transformers 5 returns a BatchEncoding; transformers 4 returned the ids themselves.
     ids = encoded["input_ids"] if isinstance(encoded, Mapping) else encoded
-    return list(ids)
+    return list(cast("list[int]", ids))

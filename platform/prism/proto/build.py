@@ -1,8 +1,12 @@
 """Generate the Python stubs of Prism's ``.proto`` files with grpcio-tools.
 
-``make setup`` runs this (``python -m prism.proto.build``); :func:`ensure_stubs` runs it again
-whenever a ``.proto`` file is newer than its stubs, so the stubs never drift from the
-definitions. Nothing generated is kept in git.
+The stubs are build outputs, never generated at import and never kept in git: building the
+package (a wheel, or an editable install) runs :func:`generate_all` through ``setup.py``, and a
+checkout regenerates them in place with ``python -m prism.proto.build`` (``make setup`` runs
+it; run it again after editing a ``.proto`` file).
+
+This module imports only the standard library at load time, so ``setup.py`` can load it by
+path before Prism's dependencies are installed; grpcio-tools is needed only to generate.
 """
 
 from __future__ import annotations
@@ -23,23 +27,23 @@ def proto_files() -> list[Path]:
     return sorted(PROTO_DIR.rglob("*.proto"))
 
 
-def _outputs(proto: Path) -> list[Path]:
-    stem = proto.with_suffix("")
+def outputs(proto: Path, out_root: Path = SOURCE_ROOT) -> list[Path]:
+    """The stubs of ``proto`` under ``out_root`` (a folder that holds ``prism/``)."""
+    stem = out_root / proto.relative_to(SOURCE_ROOT).with_suffix("")
     return [stem.with_name(stem.name + suffix) for suffix in SUFFIXES]
 
 
-def stale(proto: Path) -> bool:
-    """True if a stub of ``proto`` is missing or older than it."""
-    mtime = proto.stat().st_mtime
-    return any(not out.is_file() or out.stat().st_mtime < mtime for out in _outputs(proto))
+def generate(proto: Path, out_root: Path = SOURCE_ROOT) -> list[Path]:
+    """Run protoc on one file, writing its stubs under ``out_root`` (atomically, file by file).
 
-
-def generate(proto: Path) -> None:
-    """Run protoc on one file, writing its stubs beside it (atomically, file by file)."""
+    ``out_root`` mirrors the source tree: the checkout's ``platform/`` (the default, stubs
+    beside their ``.proto``) or a build's ``build_lib``. Returns the files written.
+    """
     from grpc_tools import protoc
 
     include = str(resources.files("grpc_tools") / "_proto")
     relative = proto.relative_to(SOURCE_ROOT)
+    written = outputs(proto, out_root)
     with tempfile.TemporaryDirectory() as scratch:
         status = protoc.main(
             [
@@ -54,17 +58,17 @@ def generate(proto: Path) -> None:
         )
         if status != 0:
             raise RuntimeError(f"protoc failed on {relative} (exit {status})")
-        for out in _outputs(proto):
+        for out in written:
+            out.parent.mkdir(parents=True, exist_ok=True)
             temporary = out.with_name(f".{out.name}.tmp")
-            shutil.copyfile(Path(scratch) / out.relative_to(SOURCE_ROOT), temporary)
+            shutil.copyfile(Path(scratch) / out.relative_to(out_root), temporary)
             temporary.replace(out)
+    return written
 
 
-def ensure_stubs() -> None:
-    """Generate the stubs of every ``.proto`` file whose stubs are missing or stale."""
-    for proto in proto_files():
-        if stale(proto):
-            generate(proto)
+def generate_all(out_root: Path = SOURCE_ROOT) -> list[Path]:
+    """Generate the stubs of every ``.proto`` file under ``out_root``; returns the files."""
+    return [out for proto in proto_files() for out in generate(proto, out_root)]
 
 
 def main() -> None:

@@ -1,7 +1,9 @@
-"""The router's connection to the prefix index: bounded waits and a backoff after failures.
+"""The router's connection to the prefix index: bounded waits and a cooldown after failures.
 
 The index is an optimisation: when Redis is down or slow the router routes by load alone,
-counts it, and tries Redis again after a growing pause. No request waits on a dead Redis.
+counts it, and skips Redis for a pause that grows from :data:`FIRST_BACKOFF_S` to
+:data:`~prism.routing.connection.MAX_BACKOFF_S` (:class:`~prism.routing.connection.Cooldown`).
+No request waits on a dead Redis.
 """
 
 from __future__ import annotations
@@ -12,19 +14,19 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
-from redis.asyncio import Redis
-
 from prism.hashing import BlockHash
+from prism.routing.connection import INDEX_ERRORS, Cooldown, backoff, open_redis
 from prism.routing.index import PrefixIndex
 from prism.routing.keys import IndexKeys
-from prism.routing.publisher import INDEX_ERRORS
 
 logger = logging.getLogger(__name__)
 
 Answer = TypeVar("Answer")
 
 FIRST_BACKOFF_S = 0.5
-MAX_BACKOFF_S = 5.0
+"""How long the router skips Redis after one failure; each failure in a row doubles it."""
+RECONNECT_RETRIES = 1
+"""A query whose pooled connection Redis had closed (a restart) reconnects once, at once."""
 
 
 class IndexLink:
@@ -44,15 +46,13 @@ class IndexLink:
         self.keys = keys
         self.timeout_s = timeout_s
         self.on_error = on_error
-        self.clock = clock
+        self.cooldown = Cooldown(backoff(FIRST_BACKOFF_S), clock)
         self._index: PrefixIndex | None = None
-        self._retry_at = 0.0
-        self._backoff = FIRST_BACKOFF_S
 
     @property
     def available(self) -> bool:
-        """Whether a query would be tried now (a URL is set and no backoff is running)."""
-        return self.url is not None and self.clock() >= self._retry_at
+        """Whether a query would be tried now (a URL is set and no cooldown is running)."""
+        return self.url is not None and self.cooldown.ready
 
     async def leading_blocks(
         self, replica_ids: Sequence[str], block_hashes: Sequence[BlockHash]
@@ -67,25 +67,19 @@ class IndexLink:
         await self._call(lambda index: index.predict(replica_id, block_hashes, ttl_s))
 
     async def _call(self, query: Callable[[PrefixIndex], Awaitable[Answer]]) -> Answer | None:
-        if not self.available:
+        if self.url is None or not self.cooldown.ready:
             return None
         if self._index is None:  # created lazily: it binds to the running loop
-            redis = Redis.from_url(
-                self.url,
-                password=self.password,
-                socket_timeout=self.timeout_s,
-                socket_connect_timeout=self.timeout_s,
-            )
+            redis = open_redis(self.url, self.password, self.timeout_s, RECONNECT_RETRIES)
             self._index = PrefixIndex(redis, self.keys)
         try:
             result = await asyncio.wait_for(query(self._index), self.timeout_s)
         except INDEX_ERRORS as error:
             self.on_error()
-            self._retry_at = self.clock() + self._backoff
+            pause = self.cooldown.failed()
             logger.warning(
-                "prefix index unavailable (%r); routing by load for %.1f s", error, self._backoff
+                "prefix index unavailable (%r); routing by load for %.1f s", error, pause
             )
-            self._backoff = min(self._backoff * 2, MAX_BACKOFF_S)
             return None
-        self._backoff = FIRST_BACKOFF_S
+        self.cooldown.succeeded()
         return result

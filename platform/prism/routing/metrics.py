@@ -21,7 +21,7 @@ class RouterMetrics:
         self.decisions = Counter(
             "prism_router_decisions",
             "Routing decisions by policy and outcome (hit, miss, fallback, load).",
-            ("model", "policy", "outcome"),
+            ("model", "policy", "outcome"),  # pyright: ignore[reportArgumentType]: Ray types tag_keys as a 1-tuple
         )
         self.predicted_tokens = Counter(
             "prism_router_predicted_cached_tokens",
@@ -42,7 +42,7 @@ class RouterMetrics:
             "prism_router_decision_seconds",
             "Time the router spent choosing replicas for a request (index query included).",
             _FAST_BUCKETS,
-            ("model", "policy"),
+            ("model", "policy"),  # pyright: ignore[reportArgumentType]: Ray types tag_keys as a 1-tuple
         )
         self.redis_seconds = Histogram(
             "prism_router_redis_latency_seconds",

@@ -3,7 +3,9 @@
 The publisher runs as a task on the replica's event loop, off the engine's step loop. It
 writes the full set of cached hashes when it starts, when Redis comes back after an error,
 and when its heartbeat finds its entry gone (Redis restarted or flushed); in between it
-sends the changes. Redis errors never reach requests: the publisher backs off and resyncs.
+sends the changes. Redis errors never reach requests: a redis-py ``Retry`` calls each round
+again after a back-off (:mod:`prism.routing.connection`), and the round after an error
+starts with a full resync.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from prism.config import RedisSettings
 from prism.hashing import BlockHash
@@ -26,14 +27,14 @@ from prism.kv_events import (
     KVEventsDropped,
 )
 from prism.routing import scripts
+from prism.routing.connection import backoff, open_redis, retry_forever
 from prism.routing.keys import IndexKeys
 
 logger = logging.getLogger(__name__)
 
 SYNC_CHUNK = 2048
-MAX_BACKOFF_S = 5.0
-INDEX_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
-"""What an unreachable, restarting or slow Redis raises."""
+TIMEOUT_S = 2.0
+"""The longest a publisher's connect or reply may take before it counts as an error."""
 
 
 @dataclass(slots=True)
@@ -93,12 +94,8 @@ class KVEventPublisher:
     ) -> KVEventPublisher:
         """A publisher for ``settings.url`` (which must be set)."""
         assert settings.url is not None
-        redis = Redis.from_url(
-            settings.url,
-            password=settings.password(),
-            socket_timeout=2.0,
-            socket_connect_timeout=2.0,
-        )
+        # No retries per command: every error leads to a full resync (see run).
+        redis = open_redis(settings.url, settings.password(), TIMEOUT_S)
         return cls(
             redis,
             IndexKeys(settings.key_prefix, model_id),
@@ -125,30 +122,40 @@ class KVEventPublisher:
         self.interval_s = interval_s
         self.heartbeat_every_s = liveness_ttl_s / 4
         self.full_syncs = 0
+        self.pauses = backoff(interval_s)
+        """Pauses after errors in a row: ``interval_s``, doubling up to ``MAX_BACKOFF_S`` (5 s)."""
+        self._retry = retry_forever(self.pauses)
         self._heartbeat = redis.register_script(scripts.HEARTBEAT)
         self._needs_sync = True
+        self._next_heartbeat = 0.0
 
     async def run(self) -> None:
         """Publish until cancelled; Redis errors are logged, backed off and resynced."""
-        backoff = self.interval_s
-        loop = asyncio.get_running_loop()
-        next_heartbeat = 0.0
         while True:
-            try:
-                if self._needs_sync:
-                    await self.sync_all()
-                    next_heartbeat = loop.time() + self.heartbeat_every_s
-                await self.publish_changes()
-                if loop.time() >= next_heartbeat:
-                    await self.heartbeat()
-                    next_heartbeat = loop.time() + self.heartbeat_every_s
-                backoff = self.interval_s
-                await asyncio.sleep(self.interval_s)
-            except INDEX_ERRORS as error:
-                self._needs_sync = True
-                logger.warning("prefix index unreachable (%r); retrying in %.2f s", error, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+            await self._retry.call_with_retry(
+                self._publish_round, self._round_failed, with_failure_count=True
+            )
+            await asyncio.sleep(self.interval_s)
+
+    async def _publish_round(self) -> None:
+        """A full resync if one is due, the changes, and the heartbeat when it is time."""
+        loop = asyncio.get_running_loop()
+        if self._needs_sync:
+            await self.sync_all()
+            self._next_heartbeat = loop.time() + self.heartbeat_every_s
+        await self.publish_changes()
+        if loop.time() >= self._next_heartbeat:
+            await self.heartbeat()
+            self._next_heartbeat = loop.time() + self.heartbeat_every_s
+
+    async def _round_failed(self, error: Exception, failures: int) -> None:
+        """Called by the retry before its pause: what Redis holds can no longer be trusted."""
+        self._needs_sync = True
+        logger.warning(
+            "prefix index unreachable (%r); retrying in %.2f s",
+            error,
+            self.pauses.compute(failures),
+        )
 
     async def sync_all(self) -> None:
         """Replace the replica's block set with the engine's current one."""

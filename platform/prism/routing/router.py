@@ -17,7 +17,6 @@ from ray.serve.request_router import (
     FIFOMixin,
     PendingRequest,
     ReplicaID,
-    ReplicaResult,
     RequestRouter,
     RunningReplica,
 )
@@ -129,7 +128,7 @@ class PrismRouter(FIFOMixin, RequestRouter):
         return ReplicaLoad(replica_id, cached_tokens, in_flight, float(stats.get("kv_usage", 0.0)))
 
     def on_request_routed(
-        self, pending_request: PendingRequest, replica_id: ReplicaID, result: ReplicaResult
+        self, pending_request: PendingRequest, replica_id: ReplicaID, result: object
     ) -> None:
         """Count the request and record its blocks as predicted on the chosen replica."""
         chosen = replica_id.unique_id

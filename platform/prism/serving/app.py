@@ -43,15 +43,16 @@ def deployment_name(model: ModelSettings) -> str:
 
 def _router_config(model: ModelSettings, config: PlatformConfig) -> RequestRouterConfig:
     """Serve's router for the model's handle: :class:`prism.routing.router.PrismRouter`."""
-    return RequestRouterConfig(
-        request_router_class="prism.routing.router.PrismRouter",
-        request_router_kwargs={
+    fields: dict[str, Any] = {  # a dict: pyright misreads this Serve model's field types
+        "request_router_class": "prism.routing.router.PrismRouter",
+        "request_router_kwargs": {
             "model_id": model.id,
             "router": config.router.model_dump(mode="json"),
             "redis": config.redis.model_dump(mode="json"),
         },
-        request_routing_stats_period_s=config.router.stats_period_s,
-    )
+        "request_routing_stats_period_s": config.router.stats_period_s,
+    }
+    return RequestRouterConfig(**fields)
 
 
 def _placement(model: ModelSettings) -> dict:
@@ -118,13 +119,12 @@ def _autoscaling_config(scaling: AutoscalingSettings, replicas: int) -> Autoscal
 
 def build_app(config: PlatformConfig) -> Application:
     """One ``LLMServer`` deployment per model behind the ``Ingress`` replicas."""
-    redis = config.redis.model_dump(mode="json")
     servers = [
         (
-            model.model_dump(mode="json"),
+            model,
             serve.deployment(LLMServer)
             .options(**_replica_options(model, config))
-            .bind(model.model_dump(mode="json"), redis),
+            .bind(model, config.redis),
         )
         for model in config.models
     ]
@@ -135,7 +135,7 @@ def build_app(config: PlatformConfig) -> Application:
         max_ongoing_requests=INGRESS_MAX_ONGOING_REQUESTS,
     )
     hash_prompts = config.router.policy == "prefix"
-    return ingress.bind(servers, config.http.model_dump(mode="json"), hash_prompts)
+    return ingress.bind(servers, config.http, hash_prompts)
 
 
 def platform_app(args: dict[str, Any]) -> Application:

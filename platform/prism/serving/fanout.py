@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
-
-from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
+from typing import Protocol
 
 from prism.outputs import FinishReason, TokenLogprob
 from prism.routing.hint import RoutingHint
@@ -15,13 +14,33 @@ from prism.serving.errors import as_prism_error
 from prism.serving.messages import GenerateChunk, GenerateRequest
 
 
+class ChunkStream(Protocol):
+    """One engine request's outputs as they arrive, and a way to stop it early.
+
+    Serve's streaming handle call (``handle.generate.options(stream=True).remote(...)``)
+    is one; anything that iterates over :class:`GenerateChunk` and can be cancelled is too.
+    """
+
+    def __aiter__(self) -> AsyncIterator[GenerateChunk]: ...
+
+    async def __anext__(self) -> GenerateChunk: ...
+
+    def cancel(self) -> None:
+        """Abort the request: the engine stops it and frees its blocks."""
+        ...
+
+
+Send = Callable[[GenerateRequest], ChunkStream]
+"""Starts one engine request somewhere (a model replica) and returns its stream."""
+
+
 @dataclass(slots=True)
 class Choice:
     """One engine request answering one choice of the API call, and what it produced."""
 
     index: int
     prompt_index: int
-    stream: DeploymentResponseGenerator
+    stream: ChunkStream
     first: GenerateChunk | None = None
     text: str = ""
     token_ids: list[int] = field(default_factory=list)
@@ -50,7 +69,7 @@ def _choice_params(params: SamplingParams, choice: int) -> SamplingParams:
 
 
 async def start_choices(
-    handle: DeploymentHandle,
+    send: Send,
     request_id: str,
     prompts: list[list[int]],
     params: SamplingParams,
@@ -60,7 +79,8 @@ async def start_choices(
 ) -> list[Choice]:
     """Send every choice to the model and wait for each one's first output.
 
-    ``routing`` makes the router's hint for a prompt (its block hashes, a session id).
+    ``send`` starts one engine request and returns its stream; ``routing`` makes the
+    router's hint for a prompt (its block hashes, a session id).
 
     Errors the engine raises before producing anything (a too-long prompt, overload)
     surface here, before a response has started; the other choices are then cancelled.
@@ -79,7 +99,7 @@ async def start_choices(
                     cache_salt=cache_salt,
                     routing=replace(hint),
                 )
-                stream = handle.generate.options(stream=True).remote(engine_request)
+                stream = send(engine_request)
                 choices.append(Choice(index, prompt_index, stream, routing=engine_request.routing))
         firsts = await asyncio.gather(*(anext(choice.stream) for choice in choices))
     except Exception as error:
@@ -101,7 +121,8 @@ async def chunks_in_arrival_order(
 
     async def pump(choice: Choice) -> None:
         try:
-            await queue.put((choice, choice.first))
+            if choice.first is not None:  # set by start_choices
+                await queue.put((choice, choice.first))
             async for chunk in choice.stream:
                 await queue.put((choice, chunk))
             await queue.put(None)

@@ -75,17 +75,20 @@ class Ingress(GenerationRPCs):
     over HTTP, and the gRPC API (:class:`GenerationRPCs`)."""
 
     def __init__(
-        self, models: list[tuple[dict, DeploymentHandle]], http: dict, hash_prompts: bool
+        self,
+        models: list[tuple[ModelSettings, DeploymentHandle]],
+        http: HTTPSettings,
+        hash_prompts: bool,
     ) -> None:
         created = int(time.time())
         self.models: dict[str, ServedModel] = {}
-        for settings, handle in models:
-            model = ModelSettings.model_validate(settings)
+        for model, handle in models:
             tokenizer = load_tokenizer(resolve_model(model.source).path)
             self.models[model.id] = ServedModel(
                 model.id, handle, tokenizer, created, model.engine.block_size, hash_prompts
             )
-        self.api_key = read_api_key(HTTPSettings.model_validate(http))
+        self.api_key = read_api_key(http)
+        self.sse_ping_interval_s = http.sse_ping_interval_s
         app.state.api_key = self.api_key
         logger.info(
             "ingress ready: models %s, API key %s",
@@ -128,7 +131,9 @@ class Ingress(GenerationRPCs):
             "cmpl", model.id, model.tokenizer, body.include_usage, body.logprobs is not None
         )
         if body.stream:
-            return streaming_response(response.completion_events(choices), choices)
+            return streaming_response(
+                response.completion_events(choices), choices, self.sse_ping_interval_s
+            )
         result = await response.completion_body(choices)
         return JSONResponse(result, headers=routing_headers(choices))
 
@@ -149,6 +154,8 @@ class Ingress(GenerationRPCs):
             "chatcmpl", model.id, model.tokenizer, body.include_usage, body.logprobs
         )
         if body.stream:
-            return streaming_response(response.chat_events(choices), choices)
+            return streaming_response(
+                response.chat_events(choices), choices, self.sse_ping_interval_s
+            )
         result = await response.chat_body(choices)
         return JSONResponse(result, headers=routing_headers(choices))

@@ -45,9 +45,7 @@ class _RequestClock:
 class LLMServer:
     """Hosts an :class:`AsyncEngine` for one model (a Serve deployment class)."""
 
-    async def __init__(self, settings: dict, redis: dict | None = None) -> None:
-        model = ModelSettings.model_validate(settings)
-        index = RedisSettings.model_validate(redis or {})
+    async def __init__(self, model: ModelSettings, index: RedisSettings) -> None:
         self.replica_id = serve.get_replica_context().replica_id.unique_id
         config = EngineConfig(**model.engine.model_dump())
         ranks = None

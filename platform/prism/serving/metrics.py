@@ -121,10 +121,12 @@ class IngressMetrics:
         self.requests = Counter(
             "prism_api_requests",
             "API requests by endpoint and HTTP status.",
-            ("endpoint", "status"),
+            ("endpoint", "status"),  # pyright: ignore[reportArgumentType]: Ray types tag_keys as a 1-tuple
         )
         self.errors = Counter(
-            "prism_api_errors", "API errors by endpoint and error type.", ("endpoint", "type")
+            "prism_api_errors",
+            "API errors by endpoint and error type.",
+            ("endpoint", "type"),  # pyright: ignore[reportArgumentType]: Ray types tag_keys as a 1-tuple
         )
 
     def observe(self, endpoint: str, status: int, error_type: str | None = None) -> None:

@@ -1,13 +1,21 @@
-"""OpenAI response bodies and stream chunks, built from engine outputs."""
+"""OpenAI response bodies, stream chunks and the stream's SSE events, built from engine outputs."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from sse_starlette import ServerSentEvent
+
 from prism.outputs import FinishReason, TokenLogprob
 
 Body = dict[str, Any]
+
+SSE_LINE_END = "\n"
+"""Lines of a stream end in LF alone, as OpenAI's own streams do."""
+
+DONE = "[DONE]"
+"""The data of a stream's last event: OpenAI clients stop reading there."""
 
 
 def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> Body:
@@ -66,7 +74,26 @@ def completion_logprobs(tokenizer: Any, logprobs: list[TokenLogprob], text_offse
     }
 
 
-def sse(payload: Body | str) -> str:
-    """One server-sent event carrying ``payload`` (JSON, or the literal ``[DONE]``)."""
-    data = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
-    return f"data: {data}\n\n"
+def _json(payload: Body) -> str:
+    """Compact JSON, non-ASCII escaped: no character an SSE parser could take for a line end."""
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def chunk_event(chunk: Body) -> ServerSentEvent:
+    """A stream chunk (or the closing usage chunk) as a ``data:`` event."""
+    return ServerSentEvent(_json(chunk), sep=SSE_LINE_END)
+
+
+def error_event(error: Body) -> ServerSentEvent:
+    """An error after the stream started: an ``error`` event carrying OpenAI's error JSON."""
+    return ServerSentEvent(_json(error), event="error", sep=SSE_LINE_END)
+
+
+def done_event() -> ServerSentEvent:
+    """``data: [DONE]``, the end of every stream."""
+    return ServerSentEvent(DONE, sep=SSE_LINE_END)
+
+
+def ping_event() -> ServerSentEvent:
+    """The keep-alive ``: ping``: a comment, which SSE clients skip."""
+    return ServerSentEvent(comment="ping", sep=SSE_LINE_END)

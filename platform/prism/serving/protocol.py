@@ -8,7 +8,7 @@ silently dropped.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -118,8 +118,8 @@ class CompletionRequest(_SamplingFields):
         if not prompt:
             raise InvalidRequest("prompt must not be empty", "prompt")
         if isinstance(prompt[0], int):
-            return [list(prompt)]
-        return list(prompt)
+            return [cast("list[int]", prompt)]
+        return cast("list[str | list[int]]", prompt)
 
 
 class TextPart(BaseModel):

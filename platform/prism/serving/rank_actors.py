@@ -13,13 +13,14 @@ from concurrent.futures import Future
 from pathlib import Path
 
 import ray
+from ray.actor import ActorHandle
 from ray.util import get_current_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from prism.config import ReplicaResources
 from prism.engine import EngineConfig
-from prism.engine.parallel import ParallelSetup
 from prism.engine.local_ranks import run_rank
+from prism.engine.parallel import ParallelSetup
 from prism.errors import RankLost
 
 logger = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ class RayRanks:
     def __init__(self, resources: ReplicaResources, replica_id: str) -> None:
         self.resources = resources
         self.replica_id = replica_id
-        self._actors: list[ray.actor.ActorHandle] = []
+        self._actors: list[ActorHandle] = []
         self._lost: str | None = None
         self._stopping = False
 
@@ -72,7 +73,7 @@ class RayRanks:
         setup = ParallelSetup.for_rank0(config.tensor_parallel_size, ray.util.get_node_ip_address())
         rank_actor = ray.remote(TensorParallelRank)
         for rank in range(1, setup.world_size):
-            actor = rank_actor.options(
+            options = rank_actor.options(
                 name=rank_actor_name(self.replica_id, rank),
                 max_concurrency=2,
                 num_cpus=self.resources.num_cpus,
@@ -81,7 +82,8 @@ class RayRanks:
                 scheduling_strategy=PlacementGroupSchedulingStrategy(
                     placement_group=group, placement_group_bundle_index=rank
                 ),
-            ).remote()
+            )
+            actor: ActorHandle = options.remote()  # pyright: ignore[reportAssignmentType]
             running = actor.run.remote(str(model_path), config, setup.for_rank(rank))
             running.future().add_done_callback(lambda done, rank=rank: self._ended(rank, done))
             self._actors.append(actor)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from typing import Any
 
-from fastapi.responses import StreamingResponse
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from prism.outputs import RequestOutput, TokenLogprob
 from prism.serving import openai_format as fmt
@@ -35,13 +36,40 @@ def routing_headers(choices: list[Choice]) -> dict[str, str]:
     return headers
 
 
-def streaming_response(events: AsyncIterator[str], choices: list[Choice]) -> StreamingResponse:
-    """An SSE response over ``events``, naming the replicas that serve it."""
-    return StreamingResponse(
-        events,
-        media_type="text/event-stream",
-        headers={**routing_headers(choices), "cache-control": "no-cache"},
-    )
+Events = AsyncGenerator[ServerSentEvent, None]
+
+
+class OpenAIStream(EventSourceResponse):
+    """An OpenAI stream: ``events``, then ``data: [DONE]``, with keep-alive pings.
+
+    A ``: ping`` comment goes out every ``ping_interval_s`` seconds (0: never) until the
+    events run out, so proxies and load balancers keep a stream open while its tokens are
+    slow to come; none follows ``[DONE]``. A client that leaves cancels ``events``.
+    """
+
+    def __init__(self, events: Events, headers: dict[str, str], ping_interval_s: float) -> None:
+        super().__init__(
+            self._then_done(events),
+            headers=headers,
+            ping=ping_interval_s,
+            ping_message_factory=fmt.ping_event,
+            sep=fmt.SSE_LINE_END,
+        )
+
+    async def _then_done(self, events: Events) -> Events:
+        async with aclosing(events):
+            async for event in events:
+                yield event
+        self.active = False  # stops the pings: clients read nothing past [DONE]
+        yield fmt.done_event()
+
+
+def streaming_response(
+    events: Events, choices: list[Choice], ping_interval_s: float
+) -> OpenAIStream:
+    """The stream of ``events``, naming the replicas that serve it."""
+    headers = {**routing_headers(choices), "cache-control": "no-cache"}
+    return OpenAIStream(events, headers, ping_interval_s)
 
 
 class ResponseBuilder:
@@ -123,10 +151,10 @@ class ResponseBuilder:
             "finish_reason": fmt.finish_reason(output.finish_reason),
         }
 
-    def completion_events(self, choices: list[Choice]) -> AsyncIterator[str]:
+    def completion_events(self, choices: list[Choice]) -> Events:
         return self._events(choices, "text_completion", self._completion_chunk, role=False)
 
-    def chat_events(self, choices: list[Choice]) -> AsyncIterator[str]:
+    def chat_events(self, choices: list[Choice]) -> Events:
         return self._events(choices, "chat.completion.chunk", self._chat_chunk, role=True)
 
     async def _events(
@@ -135,10 +163,11 @@ class ResponseBuilder:
         kind: str,
         chunk_body: Callable[[Choice, RequestOutput, int], dict],
         role: bool,
-    ) -> AsyncIterator[str]:
-        """SSE events: per-choice chunks, the usage chunk if asked, then ``[DONE]``.
+    ) -> Events:
+        """SSE events: per-choice chunks, then the usage chunk if asked.
 
-        An error after the stream started is sent as an error event before ``[DONE]``.
+        An error after the stream started ends them with an error event (before the
+        ``[DONE]`` that :class:`OpenAIStream` adds).
         """
         try:
             if role:
@@ -149,7 +178,7 @@ class ResponseBuilder:
                         "logprobs": None,
                         "finish_reason": None,
                     }
-                    yield fmt.sse(self._envelope(kind, [opening]))
+                    yield fmt.chunk_event(self._envelope(kind, [opening]))
             async for choice, chunk in chunks_in_arrival_order(choices):
                 offset = len(choice.text)
                 choice.absorb(chunk)
@@ -157,13 +186,12 @@ class ResponseBuilder:
                 if not (output.new_text or output.finished or output.logprobs):
                     continue
                 body = chunk_body(choice, output, offset)
-                yield fmt.sse(self._envelope(kind, [body]))
+                yield fmt.chunk_event(self._envelope(kind, [body]))
             if self.include_usage:
-                yield fmt.sse(self._envelope(kind, [], usage=self._usage(choices)))
+                yield fmt.chunk_event(self._envelope(kind, [], usage=self._usage(choices)))
         except Exception as error:
             api_error = to_api_error(error)
             logger.error("stream %s failed", self.id, exc_info=error)
-            yield fmt.sse(api_error.body())
+            yield fmt.error_event(api_error.body())
         finally:
             cancel(choices)
-        yield fmt.sse("[DONE]")

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from prism.errors import InvalidRequest
 from prism.routing.hint import RoutingHint
 from prism.routing.metrics import router_metrics
 from prism.sampling_params import SamplingParams
-from prism.serving.fanout import Choice, start_choices
+from prism.serving.fanout import Choice, ChunkStream, start_choices
+from prism.serving.messages import GenerateRequest
 
 
 @dataclass
@@ -32,6 +33,11 @@ class ServedModel:
             return list(self.tokenizer.encode(prompt))
         return list(prompt)
 
+    def send(self, request: GenerateRequest) -> ChunkStream:
+        """Start one engine request on a replica the router picks, streaming its chunks."""
+        stream = self.handle.generate.options(stream=True).remote(request)
+        return cast(DeploymentResponseGenerator, stream)  # stream=True: a generator
+
     async def start(
         self,
         request_id: str,
@@ -49,7 +55,7 @@ class ServedModel:
             return RoutingHint.for_prompt(prompt, self.id, self.block_size, cache_salt, session_id)
 
         choices = await start_choices(
-            self.handle, request_id, prompts, params, n, cache_salt, routing
+            self.send, request_id, prompts, params, n, cache_salt, routing
         )
         for choice in choices:
             predicted = choice.routing.predicted_cached_tokens if choice.routing else None

@@ -1,0 +1,1 @@
+"""The autoscaling benchmark: a step-shaped load; replicas and TTFT over time."""

@@ -1,0 +1,105 @@
+"""The engine benchmark: Prism's engine and the HF ``generate`` baseline, same conditions.
+
+Both run in this process, one after the other, with the same torch thread count, device,
+dtype and prompts. Prism's engine is freed before the baseline loads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+import torch
+
+from prism.bench.engine.hf_baseline import measure_hf
+from prism.bench.engine.prism_runs import measure_prism
+from prism.bench.engine.results import EngineBenchResult
+from prism.bench.engine.workload import Workload
+from prism.bench.machine import describe_machine
+from prism.config import EngineSettings
+from prism.engine import EngineConfig
+from prism.engine.model_runner import available_cpus, resolve_device, resolve_dtype
+from prism.errors import ModelNotFound
+from prism.models import load_tokenizer, resolve_model
+
+logger = logging.getLogger(__name__)
+
+
+def run_engine_bench(
+    workload: Workload,
+    source: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    weight_dtype: str | None = None,
+    threads: int | None = None,
+    tensor_parallel_size: int = 1,
+    with_hf: bool = True,
+    progress: Callable[[str], None] = logger.info,
+) -> EngineBenchResult:
+    """Run ``workload`` on Prism's engine and, unless ``with_hf`` is False, on HF ``generate``.
+
+    ``threads`` defaults to the CPUs this process may use; ``progress`` hears of each phase.
+    ``weight_dtype`` stores Prism's matrices in another dtype; the baseline stays in ``dtype``.
+    With ``tensor_parallel_size`` N, Prism runs as N local ranks sharing ``threads``.
+    """
+    started = datetime.now().astimezone().isoformat(timespec="seconds")
+    torch.set_num_threads(threads or available_cpus())
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    dtype_name = str(torch_dtype).removeprefix("torch.")
+    progress("loading the model")
+    model = resolve_model(source)
+    tokenizer = load_tokenizer(model.path)
+    prompts = workload.prompt_token_ids(tokenizer)
+    warmup = workload.warmup_token_ids(tokenizer)
+    long_prompt = workload.prefill_token_ids(tokenizer)
+    settings = EngineSettings.model_validate(
+        {
+            "max_num_seqs": workload.num_requests,
+            "device": str(torch_device),
+            "dtype": dtype_name,
+            "weight_dtype": weight_dtype,
+            "num_threads": max(1, torch.get_num_threads() // tensor_parallel_size),
+            "tensor_parallel_size": tensor_parallel_size,
+        }
+    )
+    config = EngineConfig(**settings.model_dump())
+    weights = f", {weight_dtype} weights" if weight_dtype else ""
+    progress(
+        f"Prism engine: {workload.num_requests} requests x {workload.output_tokens} tokens, "
+        f"{dtype_name}{weights} on {torch_device}, {torch.get_num_threads()} threads, "
+        f"{tensor_parallel_size} ranks"
+    )
+    prism = measure_prism(
+        model, tokenizer, config, prompts, warmup, workload.sampling_params(), long_prompt
+    )
+    hf = None
+    if with_hf:
+        progress("HF transformers generate: the same workload as one static batch")
+        pad_token_id = tokenizer.pad_token_id
+        if pad_token_id is None:
+            pad_token_id = tokenizer.eos_token_id
+        if not isinstance(pad_token_id, int):
+            raise ModelNotFound(f"{model.model_id}: the tokenizer names no pad or EOS token")
+        hf = measure_hf(
+            model.path,
+            prompts,
+            warmup,
+            workload.output_tokens,
+            pad_token_id,
+            torch_device,
+            torch_dtype,
+            long_prompt,
+        )
+    return EngineBenchResult(
+        date=started,
+        machine=describe_machine(torch_device),
+        model_id=model.model_id,
+        dtype=dtype_name,
+        prism_weight_dtype=weight_dtype or dtype_name,
+        workload=workload,
+        prompt_tokens=[len(prompt) for prompt in prompts],
+        prism=prism,
+        hf=hf,
+    )

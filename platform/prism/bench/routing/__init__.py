@@ -1,0 +1,1 @@
+"""The routing benchmark: one workload on one fresh deployment per routing policy."""

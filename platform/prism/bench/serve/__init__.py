@@ -1,0 +1,1 @@
+"""The serving benchmark: streaming chat clients against a running server, HTTP or gRPC."""

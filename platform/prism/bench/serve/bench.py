@@ -1,0 +1,119 @@
+"""The serving benchmark: load a running Prism server and measure it as clients see it.
+
+The server is reached over its OpenAI-compatible HTTP API or its gRPC API; the prompts, the
+load and the measures are the same either way. A warm-up of one short request per client
+comes first (untimed; its raw prompt shares no prefix with the workload beyond the chat
+template's default system prompt), then the whole workload. See
+:mod:`prism.bench.serve.load` for how requests are sent and timed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime
+
+import torch
+from openai import AsyncOpenAI
+
+from prism.bench.machine import describe_machine
+from prism.bench.prompts import WARMUP_TEXT, WARMUP_TOKENS
+from prism.bench.serve.load import (
+    LoadRun,
+    LoadSettings,
+    RequestRecord,
+    StreamChat,
+    grpc_chat,
+    openai_chat,
+    run_load,
+    send_request,
+)
+from prism.bench.serve.prompts import Messages, conversations
+from prism.bench.serve.results import ServeBenchResult, summarize
+from prism.bench.serve.workload import (
+    DEFAULT_TIMEOUT_SECONDS,
+    PROTOCOLS,
+    ServeTarget,
+    ServeWorkload,
+)
+from prism.client import AsyncPrismClient
+
+logger = logging.getLogger(__name__)
+
+
+@contextlib.asynccontextmanager
+async def _chat_stream(
+    target: ServeTarget, model: str, timeout: float
+) -> AsyncIterator[StreamChat]:
+    """How one chat request is streamed over ``target``'s protocol, its client open meanwhile.
+
+    The gRPC calls get no deadline of their own: the load's timeout cancels them.
+    """
+    if target.protocol == "grpc":
+        async with AsyncPrismClient(
+            target.address, timeout=None, api_key=target.api_key
+        ) as grpc_client:
+            yield grpc_chat(grpc_client, model)
+    else:
+        async with AsyncOpenAI(
+            base_url=target.address, api_key=target.api_key, max_retries=0, timeout=timeout
+        ) as http_client:
+            yield openai_chat(http_client, model)
+
+
+async def _measure(
+    target: ServeTarget,
+    model: str,
+    prompts: list[Messages],
+    settings: LoadSettings,
+    progress: Callable[[str], None],
+    on_request_done: Callable[[RequestRecord], None],
+) -> LoadRun:
+    warmup = [{"role": "user", "content": WARMUP_TEXT}]
+    async with _chat_stream(target, model, settings.timeout_seconds) as stream:
+        progress(f"warm-up: {settings.concurrency} requests of {WARMUP_TOKENS} tokens")
+        await asyncio.gather(
+            *(
+                send_request(stream, warmup, WARMUP_TOKENS, settings.timeout_seconds)
+                for _ in range(settings.concurrency)
+            )
+        )
+        progress(
+            f"{len(prompts)} requests x {settings.max_tokens} tokens, "
+            f"{settings.concurrency} at a time, to {model} at {target.address} "
+            f"over {target.protocol}"
+        )
+        return await run_load(stream, prompts, settings, on_request_done)
+
+
+def run_serve_bench(
+    target: ServeTarget,
+    model: str,
+    workload: ServeWorkload,
+    timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS,
+    progress: Callable[[str], None] = logger.info,
+    on_request_done: Callable[[RequestRecord], None] = lambda record: None,
+) -> ServeBenchResult:
+    """Run ``workload`` against ``model`` at ``target`` and summarize it.
+
+    Each request must finish within ``timeout_seconds`` or counts as an error. ``progress``
+    hears of each phase, ``on_request_done`` of each measured request. The machine recorded
+    is the one the load generator runs on.
+    """
+    if target.protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {target.protocol!r}; expected one of {PROTOCOLS}")
+    started = datetime.now().astimezone().isoformat(timespec="seconds")
+    settings = LoadSettings(workload.max_tokens, workload.concurrency, timeout_seconds)
+    prompts = conversations(workload.prompt_set, workload.num_requests)
+    run = asyncio.run(_measure(target, model, prompts, settings, progress, on_request_done))
+    return ServeBenchResult(
+        date=started,
+        machine=describe_machine(torch.device("cpu")),
+        protocol=target.protocol,
+        target=target.address,
+        model_id=model,
+        workload=workload,
+        summary=summarize(run),
+    )

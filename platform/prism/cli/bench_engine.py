@@ -1,0 +1,58 @@
+"""``prism bench engine``: the standard workload on Prism's engine and on HF ``generate``."""
+
+from __future__ import annotations
+
+import argparse
+
+from prism.bench.records import publish
+from prism.cli.engine_options import DTYPES
+from prism.cli.options import AddParser, add_json_option, at_least, status
+
+
+def add_bench_engine(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> None:
+    parser = add_parser(
+        "engine",
+        parents=parents,
+        help="the standard workload on Prism's engine and on HF transformers generate",
+    )
+    parser.add_argument("--num-requests", type=at_least(1), default=64, metavar="N")
+    parser.add_argument(
+        "--output-tokens", type=at_least(2), default=128, metavar="N", help="per request"
+    )
+    parser.add_argument(
+        "--prefill-tokens",
+        type=at_least(1),
+        default=2000,
+        metavar="N",
+        help="length of the long prompt whose prefill is timed (default: %(default)s)",
+    )
+    parser.add_argument("--skip-hf", action="store_true", help="measure Prism only")
+    parser.add_argument(
+        "--weight-dtype",
+        choices=DTYPES[1:],
+        help="store Prism's matrices in this dtype (HF stays in --dtype)",
+    )
+    add_json_option(parser, "engine")
+    parser.set_defaults(run=_run_bench_engine)
+
+
+def _run_bench_engine(args: argparse.Namespace) -> int:
+    from prism.bench.engine.bench import run_engine_bench
+    from prism.bench.engine.report import format_report, write_json
+    from prism.bench.engine.workload import Workload
+
+    result = run_engine_bench(
+        Workload(args.num_requests, args.output_tokens, prefill_tokens=args.prefill_tokens),
+        source=args.model,
+        device=args.device,
+        dtype=args.dtype,
+        weight_dtype=args.weight_dtype,
+        threads=args.threads,
+        tensor_parallel_size=args.tensor_parallel_size,
+        with_hf=not args.skip_hf,
+        progress=status,
+    )
+    publish(
+        format_report(result), lambda path: write_json(result, path), args.json, "engine", status
+    )
+    return 0
