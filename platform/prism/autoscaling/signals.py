@@ -6,8 +6,9 @@ result to :class:`prism.autoscaling.policy.PrismAutoscalingPolicy`.
 
 from __future__ import annotations
 
-import math
 from collections import deque
+
+import numpy as np
 
 from prism.engine_stats import EngineStats
 
@@ -53,13 +54,12 @@ class RecentRequests:
     def ttft_p90(self, now: float) -> float:
         """The 90th percentile TTFT of the window, waiting requests' ages included (0 if none)."""
         self._expire(now)
-        samples = sorted(
-            [ttft for _, ttft in self._ttfts]
-            + [now - arrival for arrival in self._waiting_since.values()]
-        )
+        samples = [ttft for _, ttft in self._ttfts]
+        samples += [now - arrival for arrival in self._waiting_since.values()]
         if not samples:
             return 0.0
-        return samples[math.ceil(0.9 * len(samples)) - 1]
+        # The nearest-rank percentile: a TTFT some request really had (or still waits for).
+        return float(np.percentile(samples, 90, method="inverted_cdf"))
 
     def output_tokens_per_s(self, now: float) -> float:
         self._expire(now)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import cast
 
 from ray import serve
 from ray._private import state
@@ -42,7 +43,8 @@ def sample_replicas(app: str, deployment: str, since: float) -> ReplicaSample:
     at = time.monotonic() - since
     application = serve.status().applications.get(app)
     status = application.deployments.get(deployment) if application else None
-    counts = {state.value: n for state, n in status.replica_states.items()} if status else {}
+    # Typed by ReplicaState (a str enum) but keyed by the plain names when they arrive here.
+    counts = cast("dict[str, int]", status.replica_states) if status else {}
     return ReplicaSample(
         at=at,
         running=counts.get("RUNNING", 0),

@@ -28,12 +28,13 @@ logger = logging.getLogger(__name__)
 
 def run_engine_bench(
     workload: Workload,
-    source: str | None = None,
-    device: str = "auto",
-    dtype: str = "auto",
-    weight_dtype: str | None = None,
-    threads: int | None = None,
-    tensor_parallel_size: int = 1,
+    *,
+    source: str | None,
+    device: str,
+    dtype: str,
+    weight_dtype: str | None,
+    threads: int | None,
+    tensor_parallel_size: int,
     with_hf: bool = True,
     progress: Callable[[str], None] = logger.info,
 ) -> EngineBenchResult:
