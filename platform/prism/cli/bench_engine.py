@@ -42,7 +42,7 @@ def _run_bench_engine(args: argparse.Namespace) -> int:
     from prism.bench.engine.workload import Workload
 
     result = run_engine_bench(
-        Workload(args.num_requests, args.output_tokens, prefill_tokens=args.prefill_tokens),
+        Workload(args.num_requests, args.output_tokens, args.prefill_tokens),
         source=args.model,
         device=args.device,
         dtype=args.dtype,

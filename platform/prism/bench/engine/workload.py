@@ -23,8 +23,8 @@ class Workload:
 
     num_requests: int
     output_tokens: int
+    prefill_tokens: int
     prompt_template: str = STORY_PROMPT
-    prefill_tokens: int = 2000
 
     def __post_init__(self) -> None:
         if self.num_requests < 1:
