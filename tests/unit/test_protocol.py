@@ -111,6 +111,25 @@ def test_an_empty_prompt_list_is_refused() -> None:
         (ChatCompletionRequest, {"messages": []}, "messages"),
         (ChatCompletionRequest, {"messages": [{"role": "bot", "content": "x"}]}, "messages.0.role"),
         (ChatCompletionRequest, {"messages": USER, "top_logprobs": 21}, "top_logprobs"),
+        (CompletionRequest, {"prompt": "x", "seed": 2**64}, "seed"),
+        (CompletionRequest, {"prompt": "lone \ud800"}, "prompt"),
+        (CompletionRequest, {"prompt": ["ok", "\udfff"]}, "prompt.1"),
+        (CompletionRequest, {"prompt": "x", "stop": "\ud800"}, "stop"),
+        (
+            ChatCompletionRequest,
+            {"messages": [{"role": "user", "content": "a\udc80"}]},
+            "messages.0.content",
+        ),
+        (CompletionRequest, {"prompt": "x", "use_beam_search": True}, "use_beam_search"),
+        (CompletionRequest, {"prompt": "x", "guided_json": {}}, "guided_json"),
+        (CompletionRequest, {"prompt": "x", "guided_regex": "a+"}, "guided_regex"),
+        (ChatCompletionRequest, {"messages": USER, "guided_choice": ["a"]}, "guided_choice"),
+        (ChatCompletionRequest, {"messages": USER, "guided_grammar": "g"}, "guided_grammar"),
+        (
+            ChatCompletionRequest,
+            {"messages": USER, "structured_outputs": {"regex": "a"}},
+            "structured_outputs",
+        ),
     ],
 )
 def test_an_invalid_field_is_named_in_the_error(
@@ -130,6 +149,8 @@ def test_an_invalid_field_is_named_in_the_error(
         (CompletionRequest, {"prompt": "x", "suffix": "!"}, "suffix"),
         (CompletionRequest, {"prompt": "x", "stop": ["a", "b", "c", "d", "e"]}, "stop"),
         (CompletionRequest, {"prompt": "x", "stream_options": {}}, "stream_options"),
+        (CompletionRequest, {"prompt": "x", "n": 2, "best_of": 3}, "best_of"),
+        (CompletionRequest, {"prompt": ["p"] * 33, "n": 2}, "at most 64 per call"),
         (ChatCompletionRequest, {"messages": USER, "tools": [{"type": "function"}]}, "tools"),
         (ChatCompletionRequest, {"messages": USER, "top_logprobs": 2}, "top_logprobs"),
         (
@@ -156,3 +177,10 @@ def test_a_body_that_is_not_json_is_reported_as_such() -> None:
     error = invalid_fields(raised.value.errors())
 
     assert str(error) == "the request body is not valid JSON" and error.param is None
+
+
+def test_a_batch_may_start_up_to_the_cap_of_engine_requests() -> None:
+    batch = CompletionRequest.model_validate({"model": "m", "prompt": ["p"] * 32, "n": 2})
+    token_ids = CompletionRequest.model_validate({"model": "m", "prompt": [7] * 100, "n": 16})
+    assert len(batch.prompts()) * batch.n == 64
+    assert len(token_ids.prompts()) == 1

@@ -1,8 +1,10 @@
 """OpenAI-compatible request bodies (pydantic, validated at the edge).
 
 Unknown fields are ignored, as OpenAI clients send new ones over time; fields Prism does not
-implement (tools, logit_bias, structured output) are refused with a clear 400 rather than
-silently dropped.
+implement and that would change the output (tools, logit_bias, structured output, beam
+search, ``best_of`` > ``n``) are refused with a clear 400 rather than silently dropped. Every
+input has a limit: ``n``, prompts × ``n`` per call, seeds the engine can take, text that
+UTF-8 can encode (no lone surrogates).
 """
 
 from __future__ import annotations
@@ -10,20 +12,61 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from prism.errors import InvalidRequest
 from prism.sampling_params import SamplingParams
 
 MAX_N = 16
+MAX_CHOICES = 64
+"""Engine requests one API call may start: its prompts times ``n``."""
+SEED_RANGE = (-(2**63), 2**63 - 1)
+"""Seeds the engine's generators take (a choice's seed is the request's plus its index)."""
+UNIMPLEMENTED = (
+    "use_beam_search",
+    "guided_json",
+    "guided_regex",
+    "guided_choice",
+    "guided_grammar",
+    "structured_outputs",
+)
+"""Fields other servers accept that would change the output and Prism does not implement."""
+
+
+def _encodable(text: str) -> str:
+    """Refuse text with lone surrogates (JSON allows ``\\ud800``; no tokenizer does)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise ValueError(f"text holds a lone surrogate at position {error.start}") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
 TokenIds = list[Annotated[int, Field(ge=0)]]
 
 
+_UNION_MEMBER_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
+
+
+def _names_a_field(part: object) -> bool:
+    """Whether a part of pydantic's error location is a field or an index, not FastAPI's
+    ``body`` or the tag of a union member (``str``, ``function-after[...]``)."""
+    if isinstance(part, int):
+        return True
+    text = str(part)
+    return text != "body" and text not in _UNION_MEMBER_TAGS and "[" not in text
+
+
 def invalid_fields(errors: Sequence[Mapping[str, Any]]) -> InvalidRequest:
-    """The first of pydantic's (or FastAPI's) validation errors as one :class:`InvalidRequest`."""
-    first = errors[0]
-    location = [str(part) for part in first.get("loc", ()) if part != "body"]
-    message = first.get("msg", "invalid request")
+    """Pydantic's (or FastAPI's) validation errors as one :class:`InvalidRequest`.
+
+    The error that reached deepest into the body is reported (the first of those): for a
+    field that may take several forms, the form the client meant got furthest.
+    """
+    first = max(errors, key=lambda error: len(error.get("loc", ())))
+    location = [str(part) for part in first.get("loc", ()) if _names_a_field(part)]
+    message = first.get("msg", "invalid request").removeprefix("Value error, ")
     if first.get("type") == "json_invalid":
         message = "the request body is not valid JSON"
     param = ".".join(location) or None
@@ -46,8 +89,15 @@ class _SamplingFields(BaseModel):
     n: int = Field(1, ge=1, le=MAX_N)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    stop: str | list[str] | None = None
-    seed: int | None = None
+    stop: Text | list[Text] | None = None
+    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
+    best_of: int | None = Field(None, ge=1)
+    use_beam_search: bool = False
+    guided_json: Any = None
+    guided_regex: Any = None
+    guided_choice: Any = None
+    guided_grammar: Any = None
+    structured_outputs: Any = None
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     user: str | None = None
@@ -61,10 +111,19 @@ class _SamplingFields(BaseModel):
     stop_token_ids: list[int] | None = None
     cache_salt: str | None = None
 
+    @field_validator(*UNIMPLEMENTED)
+    @classmethod
+    def _refuse_unimplemented(cls, value: Any) -> Any:
+        if value not in (None, False):
+            raise ValueError("is not supported by Prism")
+        return value
+
     @model_validator(mode="after")
     def _refuse_unsupported(self) -> _SamplingFields:
         if self.logit_bias:
             raise ValueError("logit_bias is not supported")
+        if self.best_of is not None and self.best_of > self.n:
+            raise ValueError("best_of greater than n is not supported")
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed when stream is true")
         if isinstance(self.stop, list) and len(self.stop) > 4:
@@ -96,7 +155,7 @@ class _SamplingFields(BaseModel):
 
 
 class CompletionRequest(_SamplingFields):
-    prompt: str | list[str] | TokenIds | list[TokenIds]
+    prompt: Text | list[Text] | TokenIds | list[TokenIds]
     max_tokens: int | None = Field(16, ge=1)
     logprobs: int | None = Field(None, ge=0, le=20)
     echo: bool = False
@@ -108,7 +167,21 @@ class CompletionRequest(_SamplingFields):
             raise ValueError("echo is not supported")
         if self.suffix:
             raise ValueError("suffix is not supported")
+        prompts = self._num_prompts
+        if prompts * self.n > MAX_CHOICES:
+            raise ValueError(
+                f"{prompts} prompts x n={self.n} would start {prompts * self.n} requests; "
+                f"at most {MAX_CHOICES} per call"
+            )
         return self
+
+    @property
+    def _num_prompts(self) -> int:
+        """1 for a text or token-id prompt, else the batch's length."""
+        prompt = self.prompt
+        if isinstance(prompt, str) or not prompt or isinstance(prompt[0], int):
+            return 1
+        return len(prompt)
 
     def prompts(self) -> list[str | list[int]]:
         """The prompts of this request: one, or several for a batch."""
@@ -124,14 +197,14 @@ class CompletionRequest(_SamplingFields):
 
 class TextPart(BaseModel):
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: Text | list[TextPart] | None = None
     name: str | None = None
 
     def text(self) -> str:
