@@ -30,6 +30,9 @@ from support.kube import (
 
 OVERLAYS = ("cpu-demo", "gpu")
 REDIS_SECRET = {"name": "prism-redis", "key": "password"}
+API_KEY_SECRET = {"name": "prism-api-key", "key": "api-key"}
+USER_SECRETS = (REDIS_SECRET, API_KEY_SECRET)
+"""Secrets the README has the user create before the first apply."""
 """The Secret the README has the user create before applying an overlay."""
 # The chart's values that deploy what each overlay deploys (None: the chart's defaults).
 CHART_VALUES = {"cpu-demo": None, "gpu": CHART / "ci" / "gpu-tp4-values.yaml"}
@@ -164,7 +167,7 @@ def test_overlay_objects_pass_kubernetes_and_kuberay_schemas(builds, overlay):
 def test_every_secret_configmap_and_claim_a_pod_needs_is_in_the_build(builds, overlay):
     manifests = builds[overlay]
     present = {(m["kind"], m["metadata"]["name"]) for m in manifests}
-    present.add(("Secret", REDIS_SECRET["name"]))  # the user's, as the README says
+    present |= {("Secret", secret["name"]) for secret in USER_SECRETS}  # the README's
     for template in _pod_templates(manifests):
         missing = _required_references(template["spec"]) - present
         assert not missing, f"{template['metadata']['labels']}: {sorted(missing)}"
@@ -382,24 +385,27 @@ def test_ray_pods_read_the_password_from_the_secret_redis_requires(builds, platf
         assert entry["valueFrom"]["secretKeyRef"] == expected, container["name"]
 
 
-def test_readme_creates_the_redis_secret_before_each_apply(overlay):
+@pytest.mark.parametrize("secret", USER_SECRETS, ids=lambda secret: secret["name"])
+def test_readme_creates_the_users_secrets_before_each_apply(overlay, secret):
     readme = (KUSTOMIZE / "README.md").read_text(encoding="utf-8")
     create = (
-        f"kubectl -n llm create secret generic {REDIS_SECRET['name']} "
-        f"--from-literal={REDIS_SECRET['key']}="
+        f"kubectl -n llm create secret generic {secret['name']} --from-literal={secret['key']}="
     )
     apply = f"kubectl apply -k k8s/overlays/{overlay}"
     assert create in readme and apply in readme
     assert readme.index(create) < readme.index(apply)
 
 
-def test_api_key_comes_from_an_optional_secret_so_no_key_is_required_without_it(
+def test_the_api_key_secret_is_required_so_a_missing_one_cannot_turn_authentication_off(
     builds, platforms, overlay
 ):
     platform, _ = platforms[overlay]
     for container in _ray_containers(_rayservice(builds[overlay])):
         ref = _env(container, platform.http.api_key_env)["valueFrom"]["secretKeyRef"]
-        assert ref["optional"] is True
+        assert ref == API_KEY_SECRET, container["name"]
+        assert (("Secret", API_KEY_SECRET["name"])) in _required_references(
+            {"containers": [container]}
+        )
 
 
 # --- the same install as the Helm chart ------------------------------------------------------
