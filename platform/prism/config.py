@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import yaml
 from pydantic import (
@@ -64,6 +65,13 @@ class EngineSettings(_Section):
     seed: int = 0
     tensor_parallel_size: int = Field(default=1, ge=1, le=64)
     """Ranks (usually GPUs of one node) that split each layer; see docs/tensor-parallel.md."""
+    step_timeout_s: float = Field(default=60.0, gt=0.0)
+    """A step running longer than this (a hung rank or device) marks the engine dead: its
+    requests end with a retryable error and the health check fails, so Serve replaces the
+    replica. Keep it above the slowest real step."""
+    fault_injection: bool = False
+    """Lets ``LLMServer.inject_step_fault`` fail the next engine step, for ``prism bench
+    chaos``; never on in production."""
 
 
 class ReplicaResources(_Section):
@@ -163,6 +171,15 @@ class HTTPSettings(_Section):
     port: int = Field(default=8000, ge=0, le=65535)
     api_key_env: str = "PRISM_API_KEY"
     api_key_file: Path | None = None
+    api_keys_file: Path | None = None
+    """A YAML or JSON list of tenants, each with its own key (docs/configuration.md); the
+    key of ``api_key_file`` or ``api_key_env``, if any, is tenant ``default``."""
+    max_request_bytes: ByteSize = Field(default=ByteSize(4 << 20), gt=0)
+    """The largest request body (HTTP) or request message (gRPC) accepted: more is refused
+    (HTTP 413, gRPC RESOURCE_EXHAUSTED)."""
+    max_concurrent_requests_per_key: int | None = Field(default=None, ge=1)
+    """Requests one API key may have in flight at each ingress replica (streams count until
+    they end); more get HTTP 429 / RESOURCE_EXHAUSTED. None: no limit."""
     ingress_replicas: int = Field(default=1, ge=1)
     """Ingress replicas; each runs its own router over the shared Redis index."""
     sse_ping_interval_s: float = Field(default=15.0, ge=0.0)
@@ -175,6 +192,14 @@ class GRPCSettings(_Section):
 
     enabled: bool = True
     port: int = Field(default=9000, ge=0, le=65535)
+    allow_unauthenticated: bool = False
+    """Serve the gRPC API without an API key. Serve's gRPC proxy listens on every interface
+    (not ``http.host``), so without a key ``prism serve`` leaves it off unless this is set."""
+
+
+def grpc_exposable(grpc: GRPCSettings, api_key_set: bool) -> bool:
+    """Whether ``prism serve`` may start the gRPC API: with a key, or when told to go keyless."""
+    return api_key_set or grpc.allow_unauthenticated
 
 
 def local_host(bind_host: str) -> str:
@@ -190,6 +215,22 @@ def openai_base_url(http: HTTPSettings) -> str:
 def grpc_target(http: HTTPSettings, grpc: GRPCSettings) -> str:
     """The gRPC API's ``host:port`` as a client on this machine reaches it."""
     return f"{local_host(http.host)}:{grpc.port}"
+
+
+def with_password(url: str, password: str) -> str:
+    """``url`` with ``password`` in it (``redis://:<password>@host:port/db``)."""
+    parts = urlsplit(url)
+    netloc = f":{quote(password, safe='')}@{parts.netloc.rpartition('@')[2]}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password in it replaced by ``***``, fit to print or log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{parts.netloc.rpartition('@')[2]}"))
 
 
 class RedisSettings(_Section):

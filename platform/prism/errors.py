@@ -52,3 +52,15 @@ class EngineDead(PrismError):
 
 class RankLost(EngineDead):
     """A tensor-parallel rank of the engine died or stopped answering; the replica is done."""
+
+
+class StepFailed(PrismError):
+    """An engine step failed and ended the requests it was running; the engine goes on
+    serving the others, so the request may be retried.
+
+    ``request_ids`` names the requests the failed step ended.
+    """
+
+    def __init__(self, message: str, request_ids: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.request_ids = request_ids

@@ -21,9 +21,10 @@ HEADERS = {"authorization": f"Bearer {API_KEY}"}
 
 
 def test_disconnect_mid_stream_aborts_and_frees_kv_blocks(platform: Platform) -> None:
+    story = STORY | {"max_tokens": 1500}  # half a minute of tokens or more, unless aborted
     with (
         httpx.Client(base_url=platform.base_url, headers=HEADERS, timeout=60) as client,
-        client.stream("POST", "/v1/chat/completions", json=STORY) as response,
+        client.stream("POST", "/v1/chat/completions", json=story) as response,
     ):
         assert response.status_code == 200
         events = 0
@@ -32,8 +33,7 @@ def test_disconnect_mid_stream_aborts_and_frees_kv_blocks(platform: Platform) ->
             if events >= 4:
                 break
         assert platform.engine_stats()["num_running"] == 1
-    stats = platform.wait_until_idle(timeout=20)
-    assert stats["num_free_kv_blocks"] == stats["num_kv_blocks"]
+    platform.wait_until_idle(timeout=2)  # nothing running or waiting, every KV block free
 
 
 def test_queue_overflow_is_a_429_and_the_rest_are_served(platform: Platform) -> None:

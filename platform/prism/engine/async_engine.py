@@ -4,7 +4,12 @@ Only the loop thread changes the engine: it steps, adds and aborts requests. Cal
 requests and aborts through a queue and get outputs back on their own event loop, so a request
 may be added from any loop or thread. From the callers' threads the engine is only read:
 ``validate`` (limits fixed at start) and ``check_health`` (whether a rank has died); stats
-and KV events are copied out by the loop thread.
+and KV events are copied out by the loop thread. ``inject_step_fault`` only arms a flag.
+
+A step that fails with :class:`StepFailed` ends only its own requests, with that error; the
+loop serves on unless ``MAX_CONSECUTIVE_FAILED_STEPS`` fail in a row. Any other failure, or a
+step outlasting ``step_timeout_s`` (watched from another thread), makes the engine dead: every
+request in flight ends with :class:`EngineDead` and :meth:`AsyncEngine.check_health` raises.
 """
 
 from __future__ import annotations
@@ -19,14 +24,19 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from prism.engine.llm_engine import LLMEngine
+from prism.engine.step_watchdog import StepWatchdog
 from prism.engine_stats import EngineStats
-from prism.errors import EngineDead, InvalidRequest, Overloaded
+from prism.errors import EngineDead, InvalidRequest, Overloaded, StepFailed
 from prism.hashing import BlockHash
 from prism.kv_events import KVEvent, KVEventsDropped
 from prism.outputs import RequestOutput
 from prism.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
+
+MAX_CONSECUTIVE_FAILED_STEPS = 5
+"""Failed steps in a row after which the engine counts as dead rather than its requests as
+unlucky."""
 
 MAX_PENDING_EVENTS = 65536
 """KV events kept for :meth:`AsyncEngine.drain_events`; past this they are replaced by one
@@ -95,6 +105,8 @@ class AsyncEngine:
         self._stats = engine.stats()
         self._error: BaseException | None = None
         self._stopping = False
+        self._failed_steps = 0
+        self._watchdog = StepWatchdog(engine.config.step_timeout_s, self._stalled)
         self._thread = threading.Thread(target=self._run, name="prism-engine", daemon=True)
         self._thread.start()
 
@@ -150,6 +162,10 @@ class AsyncEngine:
         """Stop a request (if it is still running) and free its blocks."""
         self._inbox.put(_Abort(request_id))
 
+    def inject_step_fault(self) -> None:
+        """Make the next step that has work fail like a real fault (``fault_injection`` only)."""
+        self.engine.inject_step_fault()
+
     def stats(self) -> EngineStats:
         """The stats as of the end of the latest step."""
         return self._stats
@@ -172,28 +188,68 @@ class AsyncEngine:
         return await snapshot.result
 
     def shutdown(self, timeout: float = 10.0) -> None:
-        """Stop the loop; requests still in flight end with :class:`EngineDead`."""
+        """Stop the loop; requests still in flight end with :class:`EngineDead`.
+
+        Returns after ``timeout`` seconds even if the loop is stuck in a step.
+        """
         self._stopping = True
         self._inbox.put(None)
         self._thread.join(timeout)
+        self._watchdog.stop()
+        if self._thread.is_alive():
+            self._die(EngineDead(f"the engine loop did not stop within {timeout} s"))
 
     def _run(self) -> None:
         try:
-            while not self._stopping:
+            while not self._stopping and self._error is None:
                 self._take_commands(block=not self.engine.has_unfinished_requests())
                 if self._stopping:
                     break
-                outputs = self.engine.step() if self.engine.has_unfinished_requests() else []
-                self._publish()
-                self._deliver(outputs)
+                self._deliver(self._step())
         except BaseException as error:
             logger.exception("engine loop failed")
-            self._error = error
+            self._error = self._error or error
+        self._watchdog.stop()
         self._fail_all(self._error or EngineDead("the engine was shut down"))
         try:
             self.engine.close()
         except Exception:
             logger.warning("the engine did not close cleanly", exc_info=True)
+
+    def _step(self) -> list[RequestOutput]:
+        """One engine step (if there is work); a :class:`StepFailed` ends only its requests."""
+        outputs: list[RequestOutput] = []
+        if self.engine.has_unfinished_requests():
+            try:
+                with self._watchdog.step():
+                    outputs = self.engine.step()
+                self._failed_steps = 0
+            except StepFailed as failure:
+                self._failed_steps += 1
+                if self._failed_steps >= MAX_CONSECUTIVE_FAILED_STEPS:
+                    raise EngineDead(
+                        f"{self._failed_steps} engine steps failed in a row"
+                    ) from failure
+                for request_id in failure.request_ids:
+                    self._send(request_id, StepFailed(str(failure), (request_id,)), last=True)
+        self._publish()
+        return outputs
+
+    def _stalled(self, seconds: float) -> None:
+        """The watchdog's verdict on a step that will not end (called from its thread)."""
+        self._die(
+            EngineDead(
+                f"an engine step has run for {seconds:.1f} s, past step_timeout_s "
+                f"({self._watchdog.timeout_s} s): a tensor-parallel rank or the device hangs"
+            )
+        )
+
+    def _die(self, error: EngineDead) -> None:
+        """Declare the engine dead from outside the loop thread, ending every stream now."""
+        logger.error("%s", error)
+        if self._error is None:
+            self._error = error
+        self._fail_all(error)
 
     def _take_commands(self, block: bool) -> None:
         try:

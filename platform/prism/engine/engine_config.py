@@ -20,6 +20,8 @@ class EngineConfig:
     ``weight_dtype`` (None: as ``dtype``) stores the matrices in another dtype: on a CPU with
     native bf16 (AVX512-BF16, AMX), ``dtype="float32", weight_dtype="bfloat16"`` runs the
     matrix products in bf16 and everything else (norms, attention, KV cache) in fp32.
+    ``step_timeout_s``: a step running longer marks the engine dead (:class:`AsyncEngine`).
+    ``fault_injection`` lets ``inject_step_fault`` fail the next step (chaos tests only).
     """
 
     block_size: int
@@ -36,6 +38,8 @@ class EngineConfig:
     num_threads: int | None
     seed: int
     tensor_parallel_size: int
+    step_timeout_s: float
+    fault_injection: bool
 
     def __post_init__(self) -> None:
         sizes = ("block_size", "max_num_seqs", "max_num_batched_tokens", "tensor_parallel_size")
@@ -46,3 +50,5 @@ class EngineConfig:
             raise ValueError("num_kv_blocks must be at least 1")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError("gpu_memory_utilization must be in (0, 1]")
+        if self.step_timeout_s <= 0:
+            raise ValueError("step_timeout_s must be positive")

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from prism.context_window import check_context
 from prism.engine.detokenizer import OutputText
 from prism.engine.engine_config import EngineConfig
 from prism.engine.kv_cache_manager import KVCacheManager
@@ -17,9 +18,10 @@ from prism.engine.model_runner import ModelRunner
 from prism.engine.parallel import check_tensor_parallel
 from prism.engine.request import Request
 from prism.engine.sampler import SampledToken, sample
-from prism.engine.scheduler import Scheduler
+from prism.engine.scheduler import Scheduler, SchedulerOutput
+from prism.engine.step_faults import FaultInjector, is_fatal
 from prism.engine_stats import EngineStats
-from prism.errors import ContextTooLong, InvalidRequest
+from prism.errors import InvalidRequest, StepFailed
 from prism.hashing import BlockHash, cache_namespace, root_hash
 from prism.kv_events import KVEvent
 from prism.models import ModelConfig, load_tokenizer, resolve_model
@@ -66,6 +68,7 @@ class LLMEngine:
             self.runner.num_blocks, self.config.block_size, self.config.enable_prefix_caching
         )
         self.scheduler = Scheduler(self.config, self.kv)
+        self._faults = FaultInjector(self.config.fault_injection)
         self._requests: dict[str, Request] = {}
         self._seed_source = torch.Generator().manual_seed(self.config.seed)
         logger.info(
@@ -147,19 +150,7 @@ class LLMEngine:
         params.validate(vocab_size)
         if params.stop and self.tokenizer is None:
             raise InvalidRequest("stop strings need a tokenizer", "stop")
-        if len(prompt_token_ids) >= self.max_model_len:
-            raise ContextTooLong(
-                f"the prompt has {len(prompt_token_ids)} tokens; this model's context is "
-                f"{self.max_model_len} tokens, including at least one output token",
-                "prompt",
-            )
-        wanted = len(prompt_token_ids) + (params.max_tokens or 1)
-        if wanted > self.max_model_len:
-            raise ContextTooLong(
-                f"the prompt ({len(prompt_token_ids)} tokens) plus max_tokens "
-                f"({params.max_tokens}) exceeds this model's context of {self.max_model_len}",
-                "max_tokens",
-            )
+        check_context(len(prompt_token_ids), params.max_tokens, self.max_model_len)
 
     def add_request(
         self,
@@ -205,12 +196,25 @@ class LLMEngine:
         self._finish(request, FinishReason.ABORT)
         return self._output(request, [], [])
 
+    def inject_step_fault(self) -> None:
+        """Make the next step that has work fail like a real fault (any thread may call this).
+
+        Raises :class:`InvalidRequest` unless the ``fault_injection`` setting is on.
+        """
+        self._faults.arm()
+
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished()
 
     @torch.inference_mode()
     def step(self) -> list[RequestOutput]:
-        """Schedule, run the model once, sample, and report what each request gained."""
+        """Schedule, run the model once, sample, and report what each request gained.
+
+        When running or sampling fails, the step's requests end (``ABORT``, blocks freed,
+        nothing of the step committed) and :class:`StepFailed` names them; the engine serves
+        on. Faults that leave it unusable (:func:`~prism.engine.step_faults.is_fatal`) and
+        failures of its own bookkeeping propagate as they are.
+        """
         scheduled = self.scheduler.schedule()
         if not scheduled.chunks:
             return []
@@ -218,12 +222,27 @@ class LLMEngine:
         for chunk in scheduled.chunks:
             if chunk.request.first_scheduled_time is None:
                 chunk.request.first_scheduled_time = now
-        logits, samplers = self.runner.execute(scheduled.chunks)
-        sampled = sample(logits, samplers)
+        try:
+            logits, samplers = self.runner.execute(scheduled.chunks)
+            self._faults.fire()
+            sampled = sample(logits, samplers)
+        except Exception as error:
+            if is_fatal(error):
+                raise
+            raise self._fail_step(scheduled, error) from error
         self.scheduler.commit(scheduled)
         return [
             self._advance(request, token) for request, token in zip(samplers, sampled, strict=True)
         ]
+
+    def _fail_step(self, scheduled: SchedulerOutput, error: Exception) -> StepFailed:
+        """End the requests of a step that failed before it was committed."""
+        for chunk in scheduled.chunks:
+            self._requests.pop(chunk.request.request_id, None)
+            self._finish(chunk.request, FinishReason.ABORT)
+        request_ids = tuple(chunk.request.request_id for chunk in scheduled.chunks)
+        logger.error("a step failed; its %d requests end", len(request_ids), exc_info=error)
+        return StepFailed(f"the engine step running this request failed: {error!r}", request_ids)
 
     def _advance(self, request: Request, sampled: SampledToken) -> RequestOutput:
         token_id = sampled.token_id

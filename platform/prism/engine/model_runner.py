@@ -15,6 +15,7 @@ from prism.engine.parallel import ParallelSetup, TensorParallelGroup, check_tens
 from prism.engine.request import Request
 from prism.engine.scheduler import ScheduledChunk
 from prism.engine.step_input import PrefillInput, StepInput, packing_order
+from prism.errors import EngineDead
 from prism.models import Checkpoint, ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -127,12 +128,25 @@ class ModelRunner:
         return num_blocks
 
     def execute(self, chunks: list[ScheduledChunk]) -> tuple[torch.Tensor, list[Request]]:
-        """Run one step (rank 0); return logits [samplers, vocab] and their requests."""
+        """Run one step (rank 0); return logits [samplers, vocab] and their requests.
+
+        With tensor parallelism, a failure once the step is broadcast leaves the other ranks
+        in the middle of it: the group is out of step, and :class:`EngineDead` says so.
+        """
         step = StepInput.build(chunks, self.block_size)
-        if self.group.size > 1:
-            self.group.broadcast(step.pack())
         samplers = [chunk.request for chunk in packing_order(chunks) if chunk.samples]
-        return self.forward(step), samplers
+        if self.group.size == 1:
+            return self.forward(step), samplers
+        self.group.broadcast(step.pack())
+        try:
+            return self.forward(step), samplers
+        except EngineDead:
+            raise
+        except Exception as error:
+            self.group.broken = True
+            raise EngineDead(
+                "rank 0 failed in the middle of a step: its tensor-parallel ranks are out of step"
+            ) from error
 
     def follow(self) -> None:
         """Run the steps rank 0 broadcasts until it stops the group (ranks beyond 0)."""

@@ -107,9 +107,18 @@ class LLMServer:
             )
 
     def stats(self) -> dict:
-        """The engine's current stats, as a plain dict."""
+        """The engine's current stats, as a plain dict, with this replica's id."""
         stats = self.engine.stats()
-        return {name: getattr(stats, name) for name in stats.__slots__}
+        values = {name: getattr(stats, name) for name in stats.__slots__}
+        return values | {"replica_id": self.replica_id}
+
+    def inject_step_fault(self) -> None:
+        """Fail the engine's next step that has work, as a real fault would (chaos tests).
+
+        Raises :class:`~prism.errors.InvalidRequest` unless the engine's ``fault_injection``
+        setting is on.
+        """
+        self.engine.inject_step_fault()
 
     def record_routing_stats(self) -> dict:
         """The load the router weighs (Serve polls it every ``router.stats_period_s``)."""

@@ -104,7 +104,8 @@ class EngineMetrics:
         e2e: float,
     ) -> None:
         """Record one finished (or aborted) request."""
-        self.prompt_tokens.inc(prompt_tokens)
+        if prompt_tokens:  # Ray's counters refuse an increment of 0
+            self.prompt_tokens.inc(prompt_tokens)
         if output_tokens:
             self.generation_tokens.inc(output_tokens)
         if ttft is not None:
