@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +17,15 @@ from prism.models import ResolvedModel
 from prism.redis_server import EmbeddedRedis, free_port
 from prism.serving.app import APP_NAME, build_app, grpc_options
 from support.cluster import GPU_NODES, RayCluster, ServePorts, gpu_node_args, head_node_args
-from support.live_platform import API_KEY, MAX_NUM_SEQS, MAX_QUEUED, MODEL_ID, Platform
+from support.live_platform import (
+    API_KEY,
+    LIMITED_CONCURRENCY,
+    MAX_NUM_SEQS,
+    MAX_QUEUED,
+    MODEL_ID,
+    TENANT_KEYS,
+    Platform,
+)
 from support.models import save_tiny_chat_model
 from support.platforms import model_settings, platform_config
 from support.routing_platform import RoutingPlatform, routing_config, serve_routing_app
@@ -65,8 +74,16 @@ def platform(
     redis_server: EmbeddedRedis,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Platform:
-    key_file = tmp_path_factory.mktemp("secrets") / "api-key"
+    secrets = tmp_path_factory.mktemp("secrets")
+    key_file = secrets / "api-key"
     key_file.write_text(API_KEY + "\n")
+    limits = {"limited": LIMITED_CONCURRENCY}
+    tenants = [
+        {"tenant": name, "key": key, "max_concurrent_requests": limits.get(name)}
+        for name, key in TENANT_KEYS.items()
+    ]
+    keys_file = secrets / "api-keys.json"
+    keys_file.write_text(json.dumps(tenants))
     config = platform_config(
         model_settings(
             MODEL_ID,
@@ -77,6 +94,7 @@ def platform(
         redis_url=redis_server.url,
         http={
             "api_key_file": str(key_file),
+            "api_keys_file": str(keys_file),
             # A ping every 50 ms: most streams of the tests carry some, and clients skip them.
             "sse_ping_interval_s": 0.05,
         },

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import time
+from contextlib import ExitStack
 
 import pytest
 
-from support.live_platform import MODEL_ID, Platform
+from support.live_platform import LIMITED_CONCURRENCY, MODEL_ID, TENANT_KEYS, Platform
 
 CHAT = "/v1/chat/completions"
 GOOD = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
@@ -94,6 +96,13 @@ def test_unknown_route_is_a_404_in_openai_form(http) -> None:
     error_of(response)
 
 
+def test_a_wrong_method_is_a_405_naming_the_allowed_ones(http) -> None:
+    response = http.delete("/v1/models")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET"
+    error_of(response)
+
+
 def test_api_key_is_required_and_checked(platform: Platform) -> None:
     import httpx
 
@@ -111,3 +120,55 @@ def test_api_key_is_required_and_checked(platform: Platform) -> None:
     assert health.status_code == 200
     with platform.http() as keyed:
         assert keyed.get("/openapi.json").json()["info"]["title"] == "Prism"
+
+
+def test_a_body_over_the_limit_is_a_413_with_or_without_its_length(
+    http, platform: Platform
+) -> None:
+    limit = platform.config.http.max_request_bytes
+    body = json.dumps(GOOD | {"padding": "x" * limit}).encode()  # unknown fields are ignored
+    json_type = {"content-type": "application/json"}
+
+    sized = http.post(CHAT, content=body, headers=json_type)
+    chunks = (body[start : start + 65536] for start in range(0, len(body), 65536))
+    chunked = http.post(CHAT, content=chunks, headers=json_type)  # no content-length
+
+    for response in (sized, chunked):
+        assert response.status_code == 413, response.text
+        error = error_of(response)
+        assert error["code"] == "request_too_large" and str(limit) in error["message"]
+    assert "content-length" not in chunked.request.headers
+    assert_still_serving(http)
+
+
+def test_a_key_at_its_concurrency_limit_gets_a_429_until_a_stream_ends(platform: Platform) -> None:
+    stream = {
+        "model": MODEL_ID,
+        "prompt": "Once upon a time",
+        "max_tokens": 400,
+        "ignore_eos": True,
+        "stream": True,
+    }
+    completion = {"model": MODEL_ID, "prompt": "Hi", "max_tokens": 2}
+    with platform.http(TENANT_KEYS["limited"]) as limited, ExitStack() as streams:
+        reading = []  # dropping a line iterator would close its stream
+        for _ in range(LIMITED_CONCURRENCY):
+            response = streams.enter_context(limited.stream("POST", "/v1/completions", json=stream))
+            assert response.status_code == 200
+            reading.append(response.iter_lines())
+            next(reading[-1])
+        refused = limited.post("/v1/completions", json=completion)
+        with platform.http(TENANT_KEYS["alpha"]) as other:
+            assert other.post("/v1/completions", json=completion).status_code == 200
+    # The streams' clients have disconnected: their slots come back.
+
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "1"
+    assert error_of(refused)["code"] == "rate_limit_exceeded"
+    with platform.http(TENANT_KEYS["limited"]) as limited:
+        deadline = time.monotonic() + 30
+        while (answer := limited.post("/v1/completions", json=completion)).status_code == 429:
+            assert time.monotonic() < deadline, "the streams' slots were never given back"
+            time.sleep(0.2)
+        assert answer.status_code == 200
+    platform.wait_until_idle()

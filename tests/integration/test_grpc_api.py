@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
+import time
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -17,7 +18,15 @@ from prism.conversation import ChatSession, converse, grpc_replies
 from prism.models import load_tokenizer, resolve_model
 from prism.proto.stubs import pb, rpc
 from prism.serving.app import APP_NAME
-from support.live_platform import API_KEY, MAX_NUM_SEQS, MAX_QUEUED, MODEL_ID, Platform
+from support.live_platform import (
+    API_KEY,
+    LIMITED_CONCURRENCY,
+    MAX_NUM_SEQS,
+    MAX_QUEUED,
+    MODEL_ID,
+    TENANT_KEYS,
+    Platform,
+)
 
 QUESTION = "What is the capital of France?"
 STATEMENT = "The capital of France is"
@@ -280,3 +289,89 @@ def test_a_grpc_chat_reports_a_refused_message_in_one_line_and_goes_on(platform:
         QUESTION,
         "The capital of France is Paris.",
     ]
+
+
+def test_tenants_never_hit_each_others_cached_prefixes(
+    stub: rpc.GenerationStub, platform: Platform
+) -> None:
+    text = "Minutes of the board meeting, not for circulation: " + "revenue grew again, " * 12
+    request = pb.GenerateRequest(
+        model=MODEL_ID, text=text, sampling=pb.SamplingParameters(max_tokens=1)
+    )
+
+    def cached(tenant: str) -> int:
+        metadata = platform.grpc_metadata_of(TENANT_KEYS[tenant])
+        return stub.Complete(request, metadata=metadata, timeout=60).usage.cached_tokens
+
+    first, again, other = (cached(tenant) for tenant in ("alpha", "alpha", "beta"))
+
+    assert first == 0 and again > 0
+    assert other == 0
+
+
+def test_calls_with_the_same_request_id_run_side_by_side(
+    stub: rpc.GenerationStub, platform: Platform
+) -> None:
+    """The client's request id names the call and comes back; it is not the engine's id."""
+    request = pb.GenerateRequest(
+        model=MODEL_ID,
+        text="Once upon a time",
+        sampling=pb.SamplingParameters(max_tokens=48, ignore_eos=True),
+    )
+    metadata = (*platform.grpc_metadata, ("request_id", "the-same-id"))
+
+    calls = [stub.Complete.future(request, metadata=metadata, timeout=120) for _ in range(2)]
+
+    for call in calls:
+        assert call.result().usage.completion_tokens == 48
+        assert ("request_id", "the-same-id") in call.trailing_metadata()
+
+
+def test_a_message_over_the_size_limit_is_resource_exhausted(
+    stub: rpc.GenerationStub, platform: Platform
+) -> None:
+    limit = platform.config.http.max_request_bytes
+    request = pb.GenerateRequest(model=MODEL_ID, text="x" * limit)
+
+    status, message = call_status(
+        lambda: stub.Complete(request, metadata=platform.grpc_metadata, timeout=60)
+    )
+
+    assert status == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"limit of {limit} bytes" in message
+
+
+def test_a_key_at_its_concurrency_limit_is_resource_exhausted_until_a_stream_ends(
+    stub: rpc.GenerationStub, platform: Platform
+) -> None:
+    metadata = platform.grpc_metadata_of(TENANT_KEYS["limited"])
+    long = pb.GenerateRequest(
+        model=MODEL_ID,
+        text="Once upon a time",
+        sampling=pb.SamplingParameters(max_tokens=400, ignore_eos=True),
+    )
+    short = pb.GenerateRequest(
+        model=MODEL_ID, text="Hi", sampling=pb.SamplingParameters(max_tokens=2)
+    )
+    streams = [
+        stub.Generate(long, metadata=metadata, timeout=120) for _ in range(LIMITED_CONCURRENCY)
+    ]
+    for stream in streams:
+        next(stream)
+
+    status, message = call_status(lambda: stub.Complete(short, metadata=metadata, timeout=60))
+    for stream in streams:
+        stream.cancel()
+
+    assert status == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "requests in flight" in message
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            assert stub.Complete(short, metadata=metadata, timeout=60).usage.completion_tokens
+            break
+        except grpc.RpcError as refused:
+            assert refused.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert time.monotonic() < deadline, "the streams' slots were never given back"
+            time.sleep(0.2)
+    platform.wait_until_idle()

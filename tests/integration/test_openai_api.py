@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
-from support.live_platform import MODEL_ID, Platform
+from prism.serving.headers import PREDICTED_CACHED_HEADER as PREDICTED
+from support.live_platform import MODEL_ID, TENANT_KEYS, Platform
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -107,11 +110,56 @@ def test_seeded_sampling_is_reproducible(client) -> None:
     assert sample(11) != sample(12)
 
 
-def test_repeated_prompt_reports_cached_tokens(client) -> None:
-    prompt = [{"role": "user", "content": "List three fruits that are red."}]
-    client.chat.completions.create(model=MODEL_ID, messages=prompt, max_tokens=4)
-    again = client.chat.completions.create(model=MODEL_ID, messages=prompt, max_tokens=4)
-    assert again.usage.prompt_tokens_details.cached_tokens > 0
+def test_repeated_prompt_reports_cached_tokens(client, platform: Platform) -> None:
+    """Every chat shares the template's system prompt, so a new prompt has cached tokens
+    too; a repeated one is cached through its own words: all of it but its last block."""
+    words = "List three fruits that are red, and say in which countries each one grows best."
+    prompt = [{"role": "user", "content": words}]
+    first = client.chat.completions.create(model=MODEL_ID, messages=prompt, max_tokens=4).usage
+    again = client.chat.completions.create(model=MODEL_ID, messages=prompt, max_tokens=4).usage
+
+    block_size = platform.config.models[0].engine.block_size
+    assert again.prompt_tokens == first.prompt_tokens
+    assert again.prompt_tokens_details.cached_tokens > first.prompt_tokens_details.cached_tokens
+    assert again.prompt_tokens_details.cached_tokens >= again.prompt_tokens - block_size
+
+
+def test_tenants_never_hit_each_others_cached_prefixes(platform: Platform) -> None:
+    """Each API key's tenant has a cache of its own: neither the usage nor the router's
+    prediction tells one tenant what another has sent."""
+    prompt = "Private notes of the planning team: " + "the launch moves to the spring, " * 12
+
+    def cached(tenant: str) -> tuple[int, str]:
+        client = platform.client(api_key=TENANT_KEYS[tenant])
+        raw = client.completions.with_raw_response.create(
+            model=MODEL_ID, prompt=prompt, max_tokens=1
+        )
+        usage = raw.parse().usage
+        return usage.prompt_tokens_details.cached_tokens, raw.headers.get(PREDICTED, "0")
+
+    first, again, other, other_again = (cached(t) for t in ("alpha", "alpha", "beta", "beta"))
+
+    assert first[0] == 0 and again[0] > 0
+    assert other == (0, "0")
+    assert other_again[0] == again[0]
+
+
+def test_calls_with_the_same_request_id_run_side_by_side(platform: Platform) -> None:
+    """A client's x-request-id names its call, and comes back; it is not the engine's id."""
+    body = {"model": MODEL_ID, "prompt": "Once upon a time", "max_tokens": 48, "n": 2}
+    headers = {"x-request-id": "the-same-id"}
+
+    def call(_: int) -> httpx.Response:
+        with platform.http() as http:
+            return http.post("/v1/completions", json=body | {"ignore_eos": True}, headers=headers)
+
+    with ThreadPoolExecutor(2) as pool:
+        responses = list(pool.map(call, range(2)))
+
+    for response in responses:
+        assert response.status_code == 200, response.text
+        assert response.headers["x-request-id"] == "the-same-id"
+        assert response.json()["usage"]["completion_tokens"] == 2 * 48
 
 
 def test_logprobs_and_output_limit(client) -> None:

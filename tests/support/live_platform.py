@@ -13,6 +13,11 @@ from prism.config import PlatformConfig
 from prism.serving.app import APP_NAME, deployment_name
 
 API_KEY = "test-key-7f3a"
+"""The single key: tenant ``default``."""
+TENANT_KEYS = {"alpha": "alpha-key-51c2", "beta": "beta-key-9e07", "limited": "limited-key-2d4b"}
+"""The keys file's tenants, each with a key of its own."""
+LIMITED_CONCURRENCY = 2
+"""Requests tenant ``limited`` may have in flight (the others have no limit)."""
 MODEL_ID = "smollm2-135m-instruct"
 MAX_NUM_SEQS = 6
 MAX_QUEUED = 2
@@ -30,13 +35,17 @@ class Platform:
     @property
     def grpc_metadata(self) -> tuple[tuple[str, str], ...]:
         """gRPC call metadata: this application (several share the proxy) and the API key."""
-        return (("application", APP_NAME), ("authorization", f"Bearer {API_KEY}"))
+        return self.grpc_metadata_of(API_KEY)
 
-    def client(self, **options) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=API_KEY, **options)
+    def grpc_metadata_of(self, api_key: str) -> tuple[tuple[str, str], ...]:
+        """gRPC call metadata with ``api_key``."""
+        return (("application", APP_NAME), ("authorization", f"Bearer {api_key}"))
 
-    def http(self) -> httpx.Client:
-        headers = {"authorization": f"Bearer {API_KEY}"}
+    def client(self, api_key: str = API_KEY, **options) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.base_url}/v1", api_key=api_key, **options)
+
+    def http(self, api_key: str = API_KEY) -> httpx.Client:
+        headers = {"authorization": f"Bearer {api_key}"}
         return httpx.Client(base_url=self.base_url, headers=headers, timeout=120)
 
     def engine_stats(self) -> dict:

@@ -52,16 +52,15 @@ async def start(
     prompts: list[list[int]],
     params: SamplingParams,
     n: int = 1,
-    request_id: str = "call",
     routing: Callable[[list[int]], RoutingHint] = no_hint,
 ) -> list[Choice]:
-    return await start_choices(send, request_id, prompts, params, n, None, routing)
+    return await start_choices(send, prompts, params, n, None, routing)
 
 
 async def generate(
-    replica: InProcessReplica, prompt: list[int], params: SamplingParams, name: str
+    replica: InProcessReplica, prompt: list[int], params: SamplingParams
 ) -> list[int]:
-    [choice] = await start(replica.send, [prompt], params, request_id=name)
+    [choice] = await start(replica.send, [prompt], params)
     await run_to_end([choice])
     return choice.token_ids
 
@@ -72,7 +71,7 @@ def test_every_prompt_gets_n_choices_that_match_single_requests(
     prompts = random_prompts([5, 13, 21])
 
     async def main():
-        singles = [await generate(replica, p, GREEDY, f"single-{i}") for i, p in enumerate(prompts)]
+        singles = [await generate(replica, p, GREEDY) for p in prompts]
         choices = await start(replica.send, prompts, GREEDY, n=2)
         await run_to_end(choices)
         return singles, choices, await replica.settle()
@@ -84,11 +83,28 @@ def test_every_prompt_gets_n_choices_that_match_single_requests(
     ]  # fmt: skip
     assert [choice.token_ids for choice in choices] == [s for s in singles for _ in range(2)]
     assert all(choice.finish_reason is FinishReason.LENGTH for choice in choices)
-    sent = [request.request_id for request in replica.requests]
-    assert sent == ["single-0", "single-1", "single-2"] + [f"call-{i}" for i in range(6)]
+    sent = {request.request_id for request in replica.requests}
+    assert len(sent) == len(replica.requests) == 9, "every engine request has an id of its own"
     assert replicas(choices) == "replica-a"
     assert predicted_cached_tokens(choices) is None
     assert stats.num_free_kv_blocks == NUM_BLOCKS
+
+
+def test_calls_at_once_never_share_an_engine_request_id(replica: InProcessReplica) -> None:
+    """Ids are made here, never taken from a client: calls running together cannot clash."""
+    prompts = random_prompts([5, 9])
+
+    async def main() -> list[list[Choice]]:
+        calls = [start(replica.send, prompts, GREEDY, n=2) for _ in range(3)]
+        started = await asyncio.gather(*calls)
+        for choices in started:
+            await run_to_end(choices)
+        return started
+
+    started = asyncio.run(main())
+
+    assert all(choice.finish_reason is FinishReason.LENGTH for c in started for choice in c)
+    assert len({request.request_id for request in replica.requests}) == 12
 
 
 def test_chunks_are_merged_in_the_order_they_arrive(replica: InProcessReplica) -> None:
@@ -143,14 +159,11 @@ def test_seeded_choices_get_distinct_reproducible_seeds(replica: InProcessReplic
 
     async def main():
         outputs = []
-        for name in ("call", "again"):
-            choices = await start(replica.send, [prompt], seeded, n=3, request_id=name)
+        for _ in range(2):
+            choices = await start(replica.send, [prompt], seeded, n=3)
             await run_to_end(choices)
             outputs.append([choice.token_ids for choice in choices])
-        singles = [
-            await generate(replica, prompt, replace(seeded, seed=7 + k), f"seed-{k}")
-            for k in range(3)
-        ]
+        singles = [await generate(replica, prompt, replace(seeded, seed=7 + k)) for k in range(3)]
         return outputs, singles
 
     (first, again), singles = asyncio.run(main())
@@ -184,7 +197,7 @@ def test_predicted_cached_tokens_count_each_prompt_once(
         return send
 
     async def main() -> list[Choice]:
-        await generate(replica, warm, GREEDY, "warm-up")
+        await generate(replica, warm, GREEDY)
         cached = set(await replica.engine.cached_block_hashes())
         choices = await start(routed(cached), [warm, cold], GREEDY, n=2, routing=routing)
         await run_to_end(choices)

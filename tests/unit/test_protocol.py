@@ -166,6 +166,28 @@ def test_an_unsupported_feature_is_refused_by_name(
     assert named in str(refusal(model, {"model": "m", **fields}))
 
 
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"prompt": [[]]}, "prompt.0"),
+        ({"prompt": [[1], []]}, "prompt.1"),
+        ({"prompt": [[False]]}, "prompt.0.0"),
+        ({"prompt": "x", "max_tokens": "5"}, "max_tokens"),
+        ({"prompt": "x", "stream": "true"}, "stream"),
+        ({"prompt": "x", "logprobs": False}, "logprobs"),
+    ],
+)
+def test_a_value_of_another_json_type_or_an_empty_token_list_is_refused(
+    fields: dict, param: str
+) -> None:
+    assert refusal(CompletionRequest, {"model": "m", **fields}).param == param
+
+
+def test_a_whole_float_counts_as_an_integer() -> None:
+    request = CompletionRequest.model_validate({"model": "m", "prompt": "x", "max_tokens": 2.0})
+    assert request.max_tokens == 2 and isinstance(request.max_tokens, int)
+
+
 def test_unknown_fields_are_ignored() -> None:
     request = CompletionRequest.model_validate({"model": "m", "prompt": "x", "service_tier": "x"})
     assert request.prompts() == ["x"]

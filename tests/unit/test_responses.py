@@ -79,7 +79,7 @@ def completion(
     builder = ResponseBuilder("cmpl", "tiny", replica.engine.engine.tokenizer, False, logprobs)
 
     async def main() -> dict:
-        choices = await start_choices(replica.send, "call", prompts, params, n, None, no_hint)
+        choices = await start_choices(replica.send, prompts, params, n, None, no_hint)
         return await builder.completion_body(choices)
 
     return asyncio.run(main())
@@ -89,7 +89,7 @@ def chat(replica: InProcessReplica, prompt: list[int], params: SamplingParams, n
     builder = ResponseBuilder("chatcmpl", "tiny", replica.engine.engine.tokenizer, False, True)
 
     async def main() -> dict:
-        choices = await start_choices(replica.send, "chat", [prompt], params, n, None, no_hint)
+        choices = await start_choices(replica.send, [prompt], params, n, None, no_hint)
         return await builder.chat_body(choices)
 
     return asyncio.run(main())

@@ -17,8 +17,13 @@ from prism.errors import (
     NotFound,
     Overloaded,
     RankLost,
+    StepFailed,
     Unauthorized,
 )
+from prism.serving.admission import RequestTooLarge, TooManyRequests
+
+RETRY_AFTER_S = 1
+"""What ``retry-after`` says on a 429 or 503: worth trying again soon."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +35,13 @@ class APIError:
     type: str
     code: str | None = None
     param: str | None = None
+
+    def headers(self) -> dict[str, str]:
+        """HTTP headers of the error response: the scheme a 401 wants, ``retry-after`` when
+        a retry may succeed."""
+        if self.status == 401:
+            return {"www-authenticate": "Bearer"}
+        return {"retry-after": str(RETRY_AFTER_S)} if self.status in (429, 503) else {}
 
     def body(self) -> dict[str, dict[str, str | None]]:
         return {
@@ -74,7 +86,16 @@ def to_api_error(error: BaseException) -> APIError:
         case NotFound():
             return APIError(404, str(error), "not_found_error")
         case Unauthorized():
-            return unauthorized()
+            return APIError(
+                401,
+                "missing or invalid API key: send 'Authorization: Bearer <key>'",
+                "invalid_request_error",
+                "invalid_api_key",
+            )
+        case RequestTooLarge():
+            return APIError(413, str(error), "invalid_request_error", "request_too_large")
+        case TooManyRequests():
+            return APIError(429, str(error), "rate_limit_error", "rate_limit_exceeded")
         case Overloaded():
             return APIError(
                 429, "the server is overloaded; retry later", "overloaded_error", "overloaded"
@@ -83,6 +104,12 @@ def to_api_error(error: BaseException) -> APIError:
             return APIError(
                 503,
                 "the model replica lost one of its tensor-parallel ranks; retry later",
+                "service_unavailable",
+            )
+        case StepFailed():
+            return APIError(
+                503,
+                "the model failed while running this request; retry it",
                 "service_unavailable",
             )
         case EngineDead():
@@ -95,6 +122,7 @@ _GRPC_CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
     404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
     429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     503: grpc.StatusCode.UNAVAILABLE,
 }
@@ -103,12 +131,3 @@ _GRPC_CODES = {
 def grpc_code(error: APIError) -> grpc.StatusCode:
     """The gRPC status code of an API error (INTERNAL for anything unexpected)."""
     return _GRPC_CODES.get(error.status, grpc.StatusCode.INTERNAL)
-
-
-def unauthorized() -> APIError:
-    return APIError(
-        401,
-        "missing or invalid API key: send 'Authorization: Bearer <key>'",
-        "invalid_request_error",
-        "invalid_api_key",
-    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -70,7 +71,6 @@ def _choice_params(params: SamplingParams, choice: int) -> SamplingParams:
 
 async def start_choices(
     send: Send,
-    request_id: str,
     prompts: list[list[int]],
     params: SamplingParams,
     n: int,
@@ -80,20 +80,20 @@ async def start_choices(
     """Send every choice to the model and wait for each one's first output.
 
     ``send`` starts one engine request and returns its stream; ``routing`` makes the
-    router's hint for a prompt (its block hashes, a session id).
+    router's hint for a prompt (its block hashes, a session id). Every engine request gets
+    a new id: a client's ``x-request-id`` names its call in logs, and two calls may share one.
 
     Errors the engine raises before producing anything (a too-long prompt, overload)
     surface here, before a response has started; the other choices are then cancelled.
     """
     choices: list[Choice] = []
-    single = len(prompts) * n == 1
     try:
         for prompt_index, prompt in enumerate(prompts):
             hint = routing(prompt)
             for offset in range(n):
                 index = prompt_index * n + offset
                 engine_request = GenerateRequest(
-                    request_id=request_id if single else f"{request_id}-{index}",
+                    request_id=uuid.uuid4().hex,
                     prompt_token_ids=prompt,
                     params=_choice_params(params, offset),
                     cache_salt=cache_salt,

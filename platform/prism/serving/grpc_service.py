@@ -9,21 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2
 from pydantic import BaseModel, ValidationError
 from ray.serve.grpc_util import RayServegRPCContext
 
-from prism.errors import InvalidRequest, NotFound, Unauthorized
-from prism.models import apply_chat_template
+from prism.errors import InvalidRequest, NotFound
 from prism.outputs import FinishReason
 from prism.proto.stubs import pb
 from prism.sampling_params import SamplingParams
-from prism.serving.auth import authorized
+from prism.serving.admission import Admission
+from prism.serving.auth import Tenant
 from prism.serving.errors import grpc_code, to_api_error
 from prism.serving.fanout import Choice, cancel, chunks_in_arrival_order, run_to_end
 from prism.serving.protocol import ChatCompletionRequest, CompletionRequest, invalid_fields
@@ -118,25 +118,32 @@ async def _responses(choice: Choice) -> AsyncIterator[pb.GenerateResponse]:
 
 
 class GenerationRPCs:
-    """The RPC methods of the Ingress (which provides ``models``, ``api_key`` and ``_model``)."""
+    """The RPC methods of the Ingress (which provides ``models``, ``admission`` and
+    ``_model``).
+
+    A call passes the HTTP API's admission: its API key (``authorization`` metadata), the
+    size limit on its message and its tenant's limit on calls in flight (a stream holds
+    its slot until it ends). A client's ``request_id`` metadata names the call in Serve's
+    logs and comes back in the trailing metadata; engine requests get ids of their own.
+    """
 
     models: dict[str, ServedModel]
-    api_key: str | None
+    admission: Admission
     _model: Callable[[str], ServedModel]
 
     async def Generate(
         self, request: pb.GenerateRequest, grpc_context: RayServegRPCContext
     ) -> AsyncIterator[pb.GenerateResponse]:
-        with _rpc_status(grpc_context):
-            choice = await self._start_completion(request, grpc_context)
+        with _rpc_status(grpc_context), self._admitted(request, grpc_context) as tenant:
+            choice = await self._start_completion(request, tenant)
             async for response in _responses(choice):
                 yield response
 
     async def Complete(
         self, request: pb.GenerateRequest, grpc_context: RayServegRPCContext
     ) -> pb.CompleteResponse:
-        with _rpc_status(grpc_context):
-            choice = await self._start_completion(request, grpc_context)
+        with _rpc_status(grpc_context), self._admitted(request, grpc_context) as tenant:
+            choice = await self._start_completion(request, tenant)
             await run_to_end([choice])
             return pb.CompleteResponse(
                 token_ids=choice.token_ids,
@@ -149,23 +156,21 @@ class GenerationRPCs:
     async def Chat(
         self, request: pb.ChatRequest, grpc_context: RayServegRPCContext
     ) -> AsyncIterator[pb.GenerateResponse]:
-        with _rpc_status(grpc_context):
-            self._authorize(grpc_context)
+        with _rpc_status(grpc_context), self._admitted(request, grpc_context) as tenant:
             messages = [{"role": m.role, "content": m.content} for m in request.messages]
             fields = {"model": request.model, "messages": messages}
             body = _validated(ChatCompletionRequest, fields | self._common(request))
             model = self._model(body.model)
-            prompt = apply_chat_template(model.tokenizer, body.chat_messages())
+            prompt = await model.render_chat(body.chat_messages())
             params = body.sampling_params(body.output_limit, None)
-            choice = await _start_one(model, prompt, params, body.cache_salt, request, grpc_context)
+            choice = await _start_one(model, prompt, params, body.cache_salt, request, tenant)
             async for response in _responses(choice):
                 yield response
 
     async def ListModels(
         self, request: pb.ListModelsRequest, grpc_context: RayServegRPCContext
     ) -> pb.ListModelsResponse:
-        with _rpc_status(grpc_context):
-            self._authorize(grpc_context)
+        with _rpc_status(grpc_context), self._admitted(request, grpc_context):
             models = [
                 pb.Model(id=model.id, created=model.created, owned_by="prism")
                 for model in self.models.values()
@@ -182,26 +187,29 @@ class GenerationRPCs:
             answers = await asyncio.gather(*(_answers(m) for m in self.models.values()))
             return health_pb2.HealthCheckResponse(status=_SERVING if all(answers) else _NOT_SERVING)
 
-    async def _start_completion(
-        self, request: pb.GenerateRequest, grpc_context: RayServegRPCContext
-    ) -> Choice:
-        self._authorize(grpc_context)
+    async def _start_completion(self, request: pb.GenerateRequest, tenant: Tenant | None) -> Choice:
         fields = {"model": request.model, "prompt": _prompt(request)}
         body = _validated(CompletionRequest, fields | self._common(request))
         model = self._model(body.model)
-        prompt = model.tokenize(body.prompts()[0])
+        prompts = await model.tokenize(body.prompts())
         params = body.sampling_params(body.max_tokens, None)
-        return await _start_one(model, prompt, params, body.cache_salt, request, grpc_context)
+        return await _start_one(model, prompts[0], params, body.cache_salt, request, tenant)
 
     @staticmethod
     def _common(request: pb.GenerateRequest | pb.ChatRequest) -> dict[str, Any]:
         """The sampling fields and cache salt shared by completions and chats."""
         return sampling_fields(request.sampling) | {"cache_salt": request.cache_salt or None}
 
-    def _authorize(self, grpc_context: RayServegRPCContext) -> None:
+    @contextmanager
+    def _admitted(
+        self, request: Message, grpc_context: RayServegRPCContext
+    ) -> Iterator[Tenant | None]:
+        """Admit the call (see the class); the tenant's slot is held while the block runs."""
         metadata = dict(grpc_context.invocation_metadata())
-        if not authorized(metadata.get("authorization"), self.api_key):
-            raise Unauthorized("missing or invalid API key")
+        tenant = self.admission.authenticate(metadata.get("authorization"))
+        self.admission.check_size(request.ByteSize())
+        with self.admission.hold(tenant):
+            yield tenant
 
 
 async def _start_one(
@@ -210,15 +218,15 @@ async def _start_one(
     params: SamplingParams,
     cache_salt: str | None,
     request: pb.GenerateRequest | pb.ChatRequest,
-    grpc_context: RayServegRPCContext,
+    tenant: Tenant | None,
 ) -> Choice:
     """Route and start the call's one engine request (gRPC calls have one choice)."""
     (choice,) = await model.start(
-        grpc_context.request_id() or uuid.uuid4().hex,
         [prompt],
         params,
         cache_salt=cache_salt,
         session_id=request.session_id or None,
+        tenant=tenant,
     )
     return choice
 

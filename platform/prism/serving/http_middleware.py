@@ -1,4 +1,5 @@
-"""ASGI middleware of the API: request ids, the API key, access logs and request metrics.
+"""ASGI middleware of the API: request ids, admission (API key, body size, the tenant's
+requests in flight), access logs and request metrics.
 
 Plain ASGI (not Starlette's BaseHTTPMiddleware), so streamed responses and client
 disconnects pass through untouched.
@@ -10,10 +11,13 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
+from contextlib import ExitStack
 from typing import Any
 
-from prism.serving.auth import authorized
-from prism.serving.errors import APIError, unauthorized
+from prism.errors import PrismError
+from prism.serving.admission import Admission
+from prism.serving.errors import APIError, to_api_error
 from prism.serving.metrics import IngressMetrics
 
 logger = logging.getLogger(__name__)
@@ -23,6 +27,8 @@ _OPEN_PATHS = ("/health",)
 """Answered without the key; everything else (the API docs and schema included) needs it."""
 
 Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -32,14 +38,46 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
     return None
 
 
+async def _read_body(scope: Scope, receive: Receive, admission: Admission) -> Receive:
+    """Read the whole body, refusing one over the size limit; return a ``receive`` that
+    replays it, then passes on what comes later (a disconnect).
+
+    A ``content-length`` over the limit is refused before anything is read; the bytes are
+    counted as they come in any case (a chunked body has no length).
+    """
+    length = _header(scope, b"content-length")
+    if length is not None and length.isdigit():
+        admission.check_size(int(length))
+    messages: list[Message] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            break
+        size += len(message.get("body", b""))
+        admission.check_size(size)
+        if not message.get("more_body", False):
+            break
+
+    async def replay() -> Message:
+        return messages.pop(0) if messages else await receive()
+
+    return replay
+
+
 class APIMiddleware:
-    """Tags each request with an id, checks the API key, logs and counts the outcome.
+    """Tags each request with an id, admits it, logs and counts the outcome.
 
     The id is the client's or Serve's ``x-request-id`` (Serve's proxy adds one and returns
-    it), else a new one that this middleware returns itself.
+    it), else a new one that this middleware returns itself. It names the call in logs; the
+    engine requests get ids of their own.
 
-    ``api_key`` is read from ``app.state.api_key`` on each request, so the ingress can set it
-    after the app is built. The key is never logged.
+    Admission is read from ``app.state.admission`` on each request, so the ingress can set
+    it after the app is built. A request passes with a valid API key (the tenant goes into
+    ``scope["state"]["tenant"]``), a free slot of its tenant, which it holds until its
+    response (a stream included) has ended, and a body within the limit. Keys are never
+    logged.
     """
 
     def __init__(self, app: Any) -> None:
@@ -51,7 +89,7 @@ class APIMiddleware:
             self._metrics = IngressMetrics()
         return self._metrics
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -59,6 +97,7 @@ class APIMiddleware:
         request_id = given.decode(errors="replace")[:128] if given else uuid.uuid4().hex
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
+        state["tenant"] = None
         path = scope["path"]
         started = time.monotonic()
         status = 500
@@ -76,11 +115,15 @@ class APIMiddleware:
             await send(message)
 
         try:
-            if self._authorized(scope, path):
-                await self.app(scope, receive, send_tagged)
-            else:
-                state["error_type"] = "invalid_api_key"
-                await _send_error(send_tagged, unauthorized())
+            with ExitStack() as held:
+                try:
+                    receive = await self._admit(scope, receive, held)
+                except PrismError as refused:
+                    error = to_api_error(refused)
+                    state["error_type"] = error.type
+                    await _send_error(send_tagged, error)
+                else:
+                    await self.app(scope, receive, send_tagged)
         finally:
             self._metrics_now().observe(path, status, state.get("error_type"))
             logger.info(
@@ -92,21 +135,25 @@ class APIMiddleware:
                 time.monotonic() - started,
             )
 
-    def _authorized(self, scope: Scope, path: str) -> bool:
-        app_state = getattr(scope.get("app"), "state", None)
-        if path in _OPEN_PATHS:
-            return True
-        given = (_header(scope, b"authorization") or b"").decode(errors="replace")
-        return authorized(given, getattr(app_state, "api_key", None))
+    @staticmethod
+    async def _admit(scope: Scope, receive: Receive, held: ExitStack) -> Receive:
+        """Check the key, the body's size and the tenant's slots; ``held`` keeps the slot.
+
+        Returns the ``receive`` the app reads the (already read) body from.
+        """
+        admission: Admission | None = getattr(scope["app"].state, "admission", None)
+        if admission is None or scope["path"] in _OPEN_PATHS:
+            return receive
+        authorization = (_header(scope, b"authorization") or b"").decode(errors="replace")
+        tenant = admission.authenticate(authorization)
+        held.enter_context(admission.hold(tenant))  # before the body: it bounds buffered bodies
+        scope["state"]["tenant"] = tenant
+        return await _read_body(scope, receive, admission)
 
 
 async def _send_error(send: Any, error: APIError) -> None:
     body = json.dumps(error.body()).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": error.status,
-            "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")],
-        }
-    )
+    headers = [(b"content-type", b"application/json")]
+    headers += [(name.encode(), value.encode()) for name, value in error.headers().items()]
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -8,6 +8,7 @@ Requests are validated, chat-templated and tokenized here; the replicas receive 
 import logging
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,8 @@ from starlette.exceptions import HTTPException
 
 from prism.config import HTTPSettings, ModelSettings
 from prism.errors import ModelNotFound, PrismError
-from prism.models import apply_chat_template, load_tokenizer, resolve_model
+from prism.serving.admission import Admission
+from prism.serving.auth import APIKeys
 from prism.serving.errors import APIError, to_api_error
 from prism.serving.grpc_service import GenerationRPCs
 from prism.serving.headers import SESSION_HEADER
@@ -35,9 +37,12 @@ app = FastAPI(title="Prism", description="OpenAI-compatible API of the Prism LLM
 app.add_middleware(APIMiddleware)
 
 
-def _error_response(request: Request, error: APIError) -> JSONResponse:
+def _error_response(
+    request: Request, error: APIError, headers: Mapping[str, str] | None = None
+) -> JSONResponse:
     request.state.error_type = error.type
-    return JSONResponse(error.body(), status_code=error.status)
+    headers = {**error.headers(), **(headers or {})}
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
 @app.exception_handler(RequestValidationError)
@@ -48,7 +53,8 @@ async def _invalid_body(request: Request, error: RequestValidationError) -> JSON
 @app.exception_handler(HTTPException)
 async def _http_error(request: Request, error: HTTPException) -> JSONResponse:
     kind = "not_found_error" if error.status_code == 404 else "invalid_request_error"
-    return _error_response(request, APIError(error.status_code, str(error.detail), kind))
+    error_body = APIError(error.status_code, str(error.detail), kind)
+    return _error_response(request, error_body, error.headers)  # e.g. a 405's Allow
 
 
 @app.exception_handler(PrismError)
@@ -69,6 +75,13 @@ def read_api_key(settings: HTTPSettings) -> str | None:
     return os.environ.get(settings.api_key_env) or None
 
 
+def read_api_keys(settings: HTTPSettings) -> APIKeys:
+    """Every key the API accepts: the single key (tenant ``default``) and the keys file's."""
+    return APIKeys.of(
+        read_api_key(settings), settings.api_keys_file, settings.max_concurrent_requests_per_key
+    )
+
+
 @serve.ingress(app)
 class Ingress(GenerationRPCs):
     """Serves ``/v1/models``, ``/v1/completions``, ``/v1/chat/completions`` and ``/health``
@@ -81,19 +94,18 @@ class Ingress(GenerationRPCs):
         hash_prompts: bool,
     ) -> None:
         created = int(time.time())
-        self.models: dict[str, ServedModel] = {}
-        for model, handle in models:
-            tokenizer = load_tokenizer(resolve_model(model.source).path)
-            self.models[model.id] = ServedModel(
-                model.id, handle, tokenizer, created, model.engine.block_size, hash_prompts
-            )
-        self.api_key = read_api_key(http)
+        self.models = {
+            model.id: ServedModel.load(model, handle, created, hash_prompts)
+            for model, handle in models
+        }
+        api_keys = read_api_keys(http)
+        self.admission = Admission(api_keys, http.max_request_bytes)
         self.sse_ping_interval_s = http.sse_ping_interval_s
-        app.state.api_key = self.api_key
+        app.state.admission = self.admission
         logger.info(
-            "ingress ready: models %s, API key %s",
+            "ingress ready: models %s, API keys %s",
             ", ".join(self.models),
-            "required" if app.state.api_key else "off",
+            f"required ({len(api_keys)})" if api_keys else "off",
         )
 
     def _model(self, name: str) -> ServedModel:
@@ -117,15 +129,15 @@ class Ingress(GenerationRPCs):
     @app.post("/v1/completions")
     async def completions(self, body: CompletionRequest, request: Request) -> Any:
         model = self._model(body.model)
-        prompts = [model.tokenize(prompt) for prompt in body.prompts()]
+        prompts = await model.tokenize(body.prompts())
         params = body.sampling_params(body.max_tokens, body.logprobs)
         choices = await model.start(
-            request.state.request_id,
             prompts,
             params,
             body.n,
             body.cache_salt,
             request.headers.get(SESSION_HEADER),
+            request.state.tenant,
         )
         response = ResponseBuilder(
             "cmpl", model.id, model.tokenizer, body.include_usage, body.logprobs is not None
@@ -140,15 +152,15 @@ class Ingress(GenerationRPCs):
     @app.post("/v1/chat/completions")
     async def chat_completions(self, body: ChatCompletionRequest, request: Request) -> Any:
         model = self._model(body.model)
-        prompt = apply_chat_template(model.tokenizer, body.chat_messages())
+        prompt = await model.render_chat(body.chat_messages())
         params = body.sampling_params(body.output_limit, body.logprobs_count)
         choices = await model.start(
-            request.state.request_id,
             [prompt],
             params,
             body.n,
             body.cache_salt,
             request.headers.get(SESSION_HEADER),
+            request.state.tenant,
         )
         response = ResponseBuilder(
             "chatcmpl", model.id, model.tokenizer, body.include_usage, body.logprobs

@@ -1,10 +1,11 @@
 """OpenAI-compatible request bodies (pydantic, validated at the edge).
 
-Unknown fields are ignored, as OpenAI clients send new ones over time; fields Prism does not
-implement and that would change the output (tools, logit_bias, structured output, beam
-search, ``best_of`` > ``n``) are refused with a clear 400 rather than silently dropped. Every
-input has a limit: ``n``, prompts × ``n`` per call, seeds the engine can take, text that
-UTF-8 can encode (no lone surrogates).
+Unknown fields are ignored, as OpenAI clients send new ones over time; known fields take only
+the JSON type the API schema gives them (``"2"`` and ``true`` are no integer, so no token id
+either). Fields Prism does not implement and that would change the output (tools,
+logit_bias, structured output, beam search, ``best_of`` > ``n``) are refused with a clear 400
+rather than silently dropped. Every input has a limit: ``n``, prompts × ``n`` per call, seeds
+the engine can take, text that UTF-8 can encode (no lone surrogates).
 """
 
 from __future__ import annotations
@@ -12,10 +13,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, cast
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from prism.errors import InvalidRequest
-from prism.sampling_params import SamplingParams
+from prism.sampling_params import MAX_LOGPROBS, SamplingParams
 
 MAX_N = 16
 MAX_CHOICES = 64
@@ -42,8 +51,25 @@ def _encodable(text: str) -> str:
     return text
 
 
+def _whole(value: object) -> object:
+    """A float without a fraction as its integer: JSON Schema counts ``2.0`` an integer."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+_WHOLE = BeforeValidator(_whole)
+# Each integer type carries its bounds before the validator, so the schema shows them.
+Int = Annotated[int, _WHOLE]
+"""An integer as JSON gives it: ``2`` or ``2.0``, never ``"2"`` or ``true``."""
+Count = Annotated[int, Field(ge=1), _WHOLE]
+NonNegative = Annotated[int, Field(ge=0), _WHOLE]
+Choices = Annotated[int, Field(ge=1, le=MAX_N), _WHOLE]
+Seed = Annotated[int, Field(ge=SEED_RANGE[0], le=SEED_RANGE[1]), _WHOLE]
+TopLogprobs = Annotated[int, Field(ge=0, le=MAX_LOGPROBS), _WHOLE]
 Text = Annotated[str, AfterValidator(_encodable)]
-TokenIds = list[Annotated[int, Field(ge=0)]]
+TokenIds = Annotated[list[NonNegative], Field(min_length=1)]
+"""A prompt as token ids: at least one (an empty list in a batch is no prompt)."""
 
 
 _UNION_MEMBER_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
@@ -58,13 +84,21 @@ def _names_a_field(part: object) -> bool:
     return text != "body" and text not in _UNION_MEMBER_TAGS and "[" not in text
 
 
+def _reach(error: Mapping[str, Any]) -> tuple[int, bool]:
+    """How far validation got before ``error``: its depth, then whether the type matched."""
+    kind = str(error.get("type", ""))
+    return len(error.get("loc", ())), not (kind.endswith("_type") or kind == "none_required")
+
+
 def invalid_fields(errors: Sequence[Mapping[str, Any]]) -> InvalidRequest:
     """Pydantic's (or FastAPI's) validation errors as one :class:`InvalidRequest`.
 
-    The error that reached deepest into the body is reported (the first of those): for a
-    field that may take several forms, the form the client meant got furthest.
+    The error that reached furthest is reported (the first of those): the deepest into the
+    body and, of those, one about a value of the right type (a number out of range, an empty
+    list) over one about a wrong type. For a field that may take several forms, the form the
+    client meant got furthest.
     """
-    first = max(errors, key=lambda error: len(error.get("loc", ())))
+    first = max(errors, key=_reach)
     location = [str(part) for part in first.get("loc", ()) if _names_a_field(part)]
     message = first.get("msg", "invalid request").removeprefix("Value error, ")
     if first.get("type") == "json_invalid":
@@ -73,25 +107,29 @@ def invalid_fields(errors: Sequence[Mapping[str, Any]]) -> InvalidRequest:
     return InvalidRequest(f"{param}: {message}" if param else message, param)
 
 
-class StreamOptions(BaseModel):
+class _Body(BaseModel):
+    """A part of a request body: unknown fields ignored, known ones of their JSON type only."""
+
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+
+class StreamOptions(_Body):
     include_usage: bool = False
 
 
-class _SamplingFields(BaseModel):
+class _SamplingFields(_Body):
     """Fields shared by completions and chat completions."""
 
-    model_config = ConfigDict(extra="ignore")
-
     model: str = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: Count | None = None
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    n: int = Field(1, ge=1, le=MAX_N)
+    n: Choices = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: Text | list[Text] | None = None
-    seed: int | None = Field(None, ge=SEED_RANGE[0], le=SEED_RANGE[1])
-    best_of: int | None = Field(None, ge=1)
+    seed: Seed | None = None
+    best_of: Count | None = None
     use_beam_search: bool = False
     guided_json: Any = None
     guided_regex: Any = None
@@ -103,12 +141,12 @@ class _SamplingFields(BaseModel):
     user: str | None = None
     logit_bias: dict[str, float] | None = None
     # Prism extensions, as other open servers accept them
-    top_k: int = Field(0, ge=0)
+    top_k: NonNegative = 0
     min_p: float = Field(0.0, ge=0.0, le=1.0)
     repetition_penalty: float = Field(1.0, gt=0.0)
-    min_tokens: int = Field(0, ge=0)
+    min_tokens: NonNegative = 0
     ignore_eos: bool = False
-    stop_token_ids: list[int] | None = None
+    stop_token_ids: list[Int] | None = None
     cache_salt: str | None = None
 
     @field_validator(*UNIMPLEMENTED)
@@ -156,8 +194,8 @@ class _SamplingFields(BaseModel):
 
 class CompletionRequest(_SamplingFields):
     prompt: Text | list[Text] | TokenIds | list[TokenIds]
-    max_tokens: int | None = Field(16, ge=1)
-    logprobs: int | None = Field(None, ge=0, le=20)
+    max_tokens: Count | None = 16
+    logprobs: TopLogprobs | None = None
     echo: bool = False
     suffix: str | None = None
 
@@ -195,14 +233,12 @@ class CompletionRequest(_SamplingFields):
         return cast("list[str | list[int]]", prompt)
 
 
-class TextPart(BaseModel):
+class TextPart(_Body):
     type: Literal["text"]
     text: Text
 
 
-class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class ChatMessage(_Body):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Text | list[TextPart] | None = None
     name: str | None = None
@@ -217,9 +253,9 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(_SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: Count | None = None
     logprobs: bool = False
-    top_logprobs: int | None = Field(None, ge=0, le=20)
+    top_logprobs: TopLogprobs | None = None
     tools: list[Any] | None = None
     tool_choice: Any | None = None
     response_format: dict[str, Any] | None = None

@@ -2,22 +2,45 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, cast
 
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
+from prism.config import ModelSettings
+from prism.context_window import check_context
 from prism.errors import InvalidRequest
+from prism.models import ModelConfig, apply_chat_template, load_tokenizer, resolve_model
 from prism.routing.hint import RoutingHint
 from prism.routing.metrics import router_metrics
 from prism.sampling_params import SamplingParams
+from prism.serving.auth import Tenant
 from prism.serving.fanout import Choice, ChunkStream, start_choices
 from prism.serving.messages import GenerateRequest
 
 
+def context_length(settings: ModelSettings, config: ModelConfig) -> int:
+    """The longest context the model's replicas may allow: the configured or trained one,
+    no longer than a sliding window (a replica may allow less: its KV cache can hold less)."""
+    length = settings.engine.max_model_len or config.max_position_embeddings
+    return min(length, config.sliding_window or length)
+
+
+def tenant_cache_salt(tenant: Tenant | None, cache_salt: str | None) -> str | None:
+    """The engine's cache salt for a tenant's request: each tenant's cached prefixes are its
+    own (tenant names hold no NUL, so no two pairs give the same salt)."""
+    if tenant is None:
+        return cache_salt
+    return tenant.name if cache_salt is None else f"{tenant.name}\x00{cache_salt}"
+
+
 @dataclass
 class ServedModel:
-    """One served model; ``hash_prompts`` is set when the router reads prompts' block hashes."""
+    """One served model; ``hash_prompts`` is set when the router reads prompts' block hashes.
+
+    ``max_model_len`` bounds prompt plus output, checked here before a call is routed.
+    """
 
     id: str
     handle: DeploymentHandle
@@ -25,13 +48,42 @@ class ServedModel:
     created: int
     block_size: int
     hash_prompts: bool
+    max_model_len: int
 
-    def tokenize(self, prompt: str | list[int]) -> list[int]:
+    @classmethod
+    def load(
+        cls, settings: ModelSettings, handle: DeploymentHandle, created: int, hash_prompts: bool
+    ) -> ServedModel:
+        """Read the model's tokenizer and config from its source."""
+        path = resolve_model(settings.source).path
+        return cls(
+            settings.id,
+            handle,
+            load_tokenizer(path),
+            created,
+            settings.engine.block_size,
+            hash_prompts,
+            context_length(settings, ModelConfig.from_folder(path)),
+        )
+
+    async def tokenize(self, prompts: list[str | list[int]]) -> list[list[int]]:
+        """Each prompt's token ids, tokenized off the event loop (other calls keep going)."""
+        return await asyncio.to_thread(lambda: [self._token_ids(prompt) for prompt in prompts])
+
+    async def render_chat(self, messages: list[dict[str, str]]) -> list[int]:
+        """The chat template's token ids for ``messages``, rendered off the event loop."""
+        return await asyncio.to_thread(apply_chat_template, self.tokenizer, messages)
+
+    def _token_ids(self, prompt: str | list[int]) -> list[int]:
         if isinstance(prompt, str):
             if not prompt:
                 raise InvalidRequest("prompt must not be empty", "prompt")
             return list(self.tokenizer.encode(prompt))
         return list(prompt)
+
+    def check_context(self, prompt: list[int], max_tokens: int | None) -> None:
+        """Refuse a prompt (plus ``max_tokens``) over the context, as a replica would."""
+        check_context(len(prompt), max_tokens, self.max_model_len)
 
     def send(self, request: GenerateRequest) -> ChunkStream:
         """Start one engine request on a replica the router picks, streaming its chunks."""
@@ -40,23 +92,28 @@ class ServedModel:
 
     async def start(
         self,
-        request_id: str,
         prompts: list[list[int]],
         params: SamplingParams,
         n: int = 1,
         cache_salt: str | None = None,
         session_id: str | None = None,
+        tenant: Tenant | None = None,
     ) -> list[Choice]:
-        """Route and start every choice; record how well the router predicted their hits."""
+        """Check, route and start every choice; record how well the router predicted hits.
+
+        The cache salt the engine and the router see is the tenant's (see
+        :func:`tenant_cache_salt`), so no tenant's cache hits reveal another's prompts.
+        """
+        for prompt in prompts:
+            self.check_context(prompt, params.max_tokens)
+        salt = tenant_cache_salt(tenant, cache_salt)
 
         def routing(prompt: list[int]) -> RoutingHint:
             if not self.hash_prompts:
                 return RoutingHint([], len(prompt), self.block_size, session_id)
-            return RoutingHint.for_prompt(prompt, self.id, self.block_size, cache_salt, session_id)
+            return RoutingHint.for_prompt(prompt, self.id, self.block_size, salt, session_id)
 
-        choices = await start_choices(
-            self.send, request_id, prompts, params, n, cache_salt, routing
-        )
+        choices = await start_choices(self.send, prompts, params, n, salt, routing)
         for choice in choices:
             predicted = choice.routing.predicted_cached_tokens if choice.routing else None
             if predicted is not None and choice.first is not None:
