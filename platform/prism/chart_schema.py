@@ -23,8 +23,8 @@ PLATFORM_DEF = "PlatformValues"
 
 CHART_OWNED: dict[str, tuple[str, ...]] = {
     "PlatformConfig": ("ray",),
-    "HTTPSettings": ("host", "port", "api_key_env", "api_key_file"),
-    "GRPCSettings": ("port",),
+    "HTTPSettings": ("host", "port", "api_key_env", "api_key_file", "api_keys_file"),
+    "GRPCSettings": ("port", "allow_unauthenticated"),
     "RedisSettings": ("url", "password_env"),
 }
 """Fields the chart sets itself, by the config section that holds them."""

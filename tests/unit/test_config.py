@@ -5,8 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import redis
 
-from prism.config import DEFAULT_PROFILE, ConfigError, PlatformConfig, load_config
+from prism.config import (
+    DEFAULT_PROFILE,
+    ConfigError,
+    GRPCSettings,
+    PlatformConfig,
+    grpc_exposable,
+    load_config,
+    redact_url,
+    with_password,
+)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -71,3 +81,17 @@ def test_unreadable_and_malformed_files_are_config_errors(tmp_path: Path) -> Non
 def test_every_shipped_profile_validates() -> None:
     for profile in DEFAULT_PROFILE.parent.glob("*.yaml"):
         assert isinstance(load_config(profile), PlatformConfig)
+
+
+def test_urls_are_printed_without_their_password() -> None:
+    url = with_password("redis://10.0.0.5:6379/0", "p@ss/word")
+    assert redis.Redis.from_url(url).connection_pool.connection_kwargs["password"] == "p@ss/word"
+    assert redact_url(url) == "redis://:***@10.0.0.5:6379/0"
+    assert redact_url("redis://user:pw@host:1/0") == "redis://user:***@host:1/0"
+    assert redact_url("redis://host:1/0") == "redis://host:1/0"
+
+
+def test_grpc_without_a_key_needs_an_explicit_yes() -> None:
+    assert not grpc_exposable(GRPCSettings(), api_key_set=False)
+    assert grpc_exposable(GRPCSettings(), api_key_set=True)
+    assert grpc_exposable(GRPCSettings(allow_unauthenticated=True), api_key_set=False)

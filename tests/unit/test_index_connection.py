@@ -144,6 +144,15 @@ def test_a_redis_restart_between_queries_costs_the_link_no_error(
     assert errors == []
 
 
+BUSY_FOR_A_SECOND = """
+local start = redis.call('TIME')
+repeat
+    local now = redis.call('TIME')
+until (now[1] - start[1]) * 1000000 + (now[2] - start[2]) >= 1000000
+"""
+"""A script that holds the (single-threaded) server for a second: no other reply meanwhile."""
+
+
 def test_a_query_slower_than_the_timeout_counts_as_an_error(
     server: EmbeddedRedis, keys: IndexKeys
 ) -> None:
@@ -152,7 +161,7 @@ def test_a_query_slower_than_the_timeout_counts_as_an_error(
 
     async def main() -> tuple[object, float]:
         async with Redis.from_url(server.url) as admin:
-            pause = asyncio.create_task(admin.execute_command("DEBUG", "SLEEP", "1"))
+            pause = asyncio.create_task(admin.eval(BUSY_FOR_A_SECOND, 0))
             await asyncio.sleep(0.1)
             started = time.monotonic()
             runs = await link.leading_blocks(["r"], HASHES)

@@ -60,6 +60,10 @@ def _announce(endpoints: Endpoints) -> None:
     print(f"Ray dashboard: {endpoints.dashboard_url or '(not running)'}", flush=True)
     print(f"Metrics:       {endpoints.metrics_url}", flush=True)
     print(f"Redis:         {endpoints.redis_url}", flush=True)
+    print("Listening:", flush=True)
+    width = max(len(listener.service) for listener in endpoints.listeners)
+    for listener in endpoints.listeners:
+        print(f"  {listener.service:<{width}}  {listener.address}  ({listener.access})", flush=True)
     print("Prism is serving. Press Ctrl-C to stop.", flush=True)
 
 
