@@ -39,6 +39,7 @@ COMMANDS = [
     ["bench", "serve"],
     ["bench", "routing"],
     ["bench", "autoscale"],
+    ["bench", "chaos"],
 ]
 
 

@@ -1,6 +1,6 @@
 """``prism bench``: one subcommand per benchmark, each in its own ``bench_<name>`` module.
 
-``engine``, ``serve``, ``routing`` and ``autoscale`` declare their options here at once;
+``engine``, ``serve``, ``routing``, ``autoscale`` and ``chaos`` declare their options here at once;
 each loads its benchmark only when it runs.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 
 from prism.cli.bench_autoscale import add_bench_autoscale
+from prism.cli.bench_chaos import add_bench_chaos
 from prism.cli.bench_engine import add_bench_engine
 from prism.cli.bench_routing import add_bench_routing
 from prism.cli.bench_serve import add_bench_serve
@@ -23,3 +24,4 @@ def add_bench(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> 
     add_bench_serve(benchmarks.add_parser, [common_options(), server_options()])
     add_bench_routing(benchmarks.add_parser, [common_options()])
     add_bench_autoscale(benchmarks.add_parser, [common_options()])
+    add_bench_chaos(benchmarks.add_parser, [common_options()])

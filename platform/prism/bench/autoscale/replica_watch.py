@@ -26,15 +26,23 @@ class ReplicaSample:
     """The node of each live replica actor (running or stopping), sorted."""
 
 
+def live_replica_actors(app: str, deployment: str) -> list[dict]:
+    """The live replica actors of ``deployment``, as the cluster's actor table lists them.
+
+    A replica's actor is named ``SERVE_REPLICA::<app>#<deployment>#<replica id>``.
+    """
+    prefix = f"SERVE_REPLICA::{app}#{deployment}#"
+    return [
+        actor
+        for actor in state.actors(actor_state_name="ALIVE").values()
+        if (actor.get("Name") or "").startswith(prefix)
+    ]
+
+
 def replica_nodes(app: str, deployment: str) -> tuple[str, ...]:
     """The Ray node id of each live replica actor of ``deployment``."""
-    prefix = f"SERVE_REPLICA::{app}#{deployment}#"
     return tuple(
-        sorted(
-            actor["Address"]["NodeID"]
-            for actor in state.actors(actor_state_name="ALIVE").values()
-            if (actor.get("Name") or "").startswith(prefix)
-        )
+        sorted(actor["Address"]["NodeID"] for actor in live_replica_actors(app, deployment))
     )
 
 
