@@ -13,7 +13,7 @@ import signal
 import threading
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import ray
 from ray import serve
@@ -61,6 +61,8 @@ class Endpoints:
     redis_url: str
     """The index's address; the password, if any, is left out or shown as ``***``."""
     listeners: tuple[Listener, ...]
+    index_url: str = field(repr=False)
+    """The index's URL as the deployments got it: it may hold the password, so never print it."""
     embedded_redis: EmbeddedRedis | None
     """The Redis server ``prism serve`` started (None: the config named one)."""
 
@@ -196,6 +198,7 @@ def start_platform(
         metrics_url=f"http://127.0.0.1:{config.ray.metrics_export_port}/metrics",
         redis_url=redis.url if redis is not None else redact_url(config.redis.url),
         listeners=_listeners(config, keys_set, redis),
+        index_url=config.redis.url,
         embedded_redis=redis,
     )
 

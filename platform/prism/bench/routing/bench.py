@@ -145,7 +145,7 @@ def run_routing_bench(
     with ExitStack() as stack:
         progress(f"starting Ray, Redis and {deployment.replicas} replicas routed by {policies[0]}")
         endpoints = start_platform(with_policy(config, policies[0]), stack)
-        config = with_redis(config, endpoints.redis_url)
+        config = with_redis(config, endpoints.index_url)
         for index, policy in enumerate(policies):
             if index:
                 progress(f"deploying {deployment.replicas} fresh replicas routed by {policy}")
@@ -168,7 +168,7 @@ def run_routing_bench(
             serve.delete(APP_NAME)
             results.append(PolicyResult(summarize_policy(policy, run, answered), run.records))
         progress("timing the router's decisions on an 8k-token prompt")
-        decision_ms = measure_decision_time(endpoints.redis_url)
+        decision_ms = measure_decision_time(endpoints.index_url)
     return RoutingBenchResult(
         date=started,
         machine=describe_machine(torch.device("cpu")),
