@@ -105,7 +105,7 @@ def grpc_message_limit(http: HTTPSettings) -> int:
     return max(int(http.max_request_bytes), 4 << 20)
 
 
-def _start_index(
+def start_index(
     config: PlatformConfig, joined: bool, stack: ExitStack
 ) -> tuple[PlatformConfig, EmbeddedRedis | None]:
     """Start the embedded Redis unless the config names one; return the config to deploy.
@@ -188,7 +188,7 @@ def start_platform(
             update={"grpc": config.grpc.model_copy(update={"enabled": False})}
         )
     started = _start_ray(config, ray_address, stack)
-    config, redis = _start_index(config, started.joined, stack)
+    config, redis = start_index(config, started.joined, stack)
     _start_serve(config, started.joined, stack)
     assert config.redis.url is not None
     return Endpoints(
