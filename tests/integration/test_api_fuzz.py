@@ -35,9 +35,9 @@ OPEN_PATHS = frozenset({"/health"})
 """Paths answered without the API key."""
 AUTHORIZATION = {"Authorization": f"Bearer {API_KEY}"}
 REQUEST_TIMEOUT_S = 30.0
-WITH_KEY_EXAMPLES = 20
+WITH_KEY_EXAMPLES = 12
 """Random cases per operation with the key, after the coverage phase's boundary cases."""
-WITHOUT_KEY_EXAMPLES = 10
+WITHOUT_KEY_EXAMPLES = 6
 """Random cases per operation without the key (every one is refused before validation)."""
 
 

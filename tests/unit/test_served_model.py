@@ -12,7 +12,7 @@ import pytest
 
 from prism.config import ModelSettings
 from prism.engine import AsyncEngine, LLMEngine, SamplingParams
-from prism.errors import ContextTooLong
+from prism.errors import ContextTooLong, InvalidRequest
 from prism.models import ModelConfig
 from prism.serving.auth import Tenant
 from prism.serving.fanout import run_to_end
@@ -24,6 +24,7 @@ from support.models import ReferenceModel, random_prompts
 
 BLOCK_SIZE = 4
 CONTEXT = 64
+VOCAB = 1000
 GREEDY = SamplingParams(max_tokens=2, temperature=0.0)
 
 
@@ -51,7 +52,9 @@ class SlowTokenizer:
 def served(
     tokenizer: Any = None, hash_prompts: bool = False, max_model_len: int = CONTEXT
 ) -> ServedModel:
-    return ServedModel("tiny", NoReplica(), tokenizer, 0, BLOCK_SIZE, hash_prompts, max_model_len)
+    return ServedModel(
+        "tiny", NoReplica(), tokenizer, 0, BLOCK_SIZE, hash_prompts, max_model_len, VOCAB
+    )
 
 
 @pytest.fixture
@@ -77,6 +80,16 @@ def test_a_call_over_the_context_is_refused_before_it_is_routed(
 
     assert refused.value.param == param
     assert f"this model's context is {CONTEXT}" in str(refused.value) or param == "max_tokens"
+
+
+@pytest.mark.parametrize("token", [-1, VOCAB, 2**70])
+def test_token_ids_outside_the_vocabulary_are_refused_before_they_are_hashed(token: int) -> None:
+    model = served(hash_prompts=True)
+
+    with pytest.raises(InvalidRequest) as refused:
+        asyncio.run(model.tokenize([[1, 2], [5, token]]))
+
+    assert refused.value.param == "prompt"
 
 
 def test_the_context_is_the_configured_or_trained_one_within_a_sliding_window(

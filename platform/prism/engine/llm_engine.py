@@ -9,7 +9,6 @@ from typing import Any
 
 import torch
 
-from prism.context_window import check_context
 from prism.engine.detokenizer import OutputText
 from prism.engine.engine_config import EngineConfig
 from prism.engine.kv_cache_manager import KVCacheManager
@@ -24,6 +23,7 @@ from prism.engine_stats import EngineStats
 from prism.errors import InvalidRequest, StepFailed
 from prism.hashing import BlockHash, cache_namespace, root_hash
 from prism.kv_events import KVEvent
+from prism.model_limits import check_context, check_token_ids
 from prism.models import ModelConfig, load_tokenizer, resolve_model
 from prism.outputs import FinishReason, RequestOutput
 from prism.sampling_params import SamplingParams
@@ -145,8 +145,7 @@ class LLMEngine:
         if not prompt_token_ids:
             raise InvalidRequest("the prompt is empty", "prompt")
         vocab_size = self.model_config.vocab_size
-        if any(not 0 <= token < vocab_size for token in prompt_token_ids):
-            raise InvalidRequest("the prompt holds token ids outside the vocabulary", "prompt")
+        check_token_ids(prompt_token_ids, vocab_size)
         params.validate(vocab_size)
         if params.stop and self.tokenizer is None:
             raise InvalidRequest("stop strings need a tokenizer", "stop")

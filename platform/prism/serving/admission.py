@@ -33,6 +33,7 @@ class Admission:
         return self.api_keys.authenticate(authorization)
 
     def check_size(self, size: int) -> None:
+        """Raise :class:`RequestTooLarge` for a request of more than the limit's bytes."""
         if size > self.max_request_bytes:
             raise RequestTooLarge(
                 f"the request is larger than the limit of {self.max_request_bytes} bytes"

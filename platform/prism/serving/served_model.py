@@ -9,8 +9,8 @@ from typing import Any, cast
 from ray.serve.handle import DeploymentHandle, DeploymentResponseGenerator
 
 from prism.config import ModelSettings
-from prism.context_window import check_context
 from prism.errors import InvalidRequest
+from prism.model_limits import check_context, check_token_ids
 from prism.models import ModelConfig, apply_chat_template, load_tokenizer, resolve_model
 from prism.routing.hint import RoutingHint
 from prism.routing.metrics import router_metrics
@@ -39,7 +39,8 @@ def tenant_cache_salt(tenant: Tenant | None, cache_salt: str | None) -> str | No
 class ServedModel:
     """One served model; ``hash_prompts`` is set when the router reads prompts' block hashes.
 
-    ``max_model_len`` bounds prompt plus output, checked here before a call is routed.
+    ``max_model_len`` bounds prompt plus output, and ``vocab_size`` the token ids of a
+    prompt, both checked here before a call is routed.
     """
 
     id: str
@@ -49,6 +50,7 @@ class ServedModel:
     block_size: int
     hash_prompts: bool
     max_model_len: int
+    vocab_size: int
 
     @classmethod
     def load(
@@ -56,6 +58,7 @@ class ServedModel:
     ) -> ServedModel:
         """Read the model's tokenizer and config from its source."""
         path = resolve_model(settings.source).path
+        config = ModelConfig.from_folder(path)
         return cls(
             settings.id,
             handle,
@@ -63,7 +66,8 @@ class ServedModel:
             created,
             settings.engine.block_size,
             hash_prompts,
-            context_length(settings, ModelConfig.from_folder(path)),
+            context_length(settings, config),
+            config.vocab_size,
         )
 
     async def tokenize(self, prompts: list[str | list[int]]) -> list[list[int]]:
@@ -79,6 +83,7 @@ class ServedModel:
             if not prompt:
                 raise InvalidRequest("prompt must not be empty", "prompt")
             return list(self.tokenizer.encode(prompt))
+        check_token_ids(prompt, self.vocab_size)
         return list(prompt)
 
     def check_context(self, prompt: list[int], max_tokens: int | None) -> None:

@@ -1,8 +1,17 @@
-"""The one check of a request against a model's context, made by the ingress and the engine."""
+"""The checks of a request against a model's limits, made by the ingress and the engine alike:
+its vocabulary and its context."""
 
 from __future__ import annotations
 
-from prism.errors import ContextTooLong
+from collections.abc import Sequence
+
+from prism.errors import ContextTooLong, InvalidRequest
+
+
+def check_token_ids(token_ids: Sequence[int], vocab_size: int) -> None:
+    """Raise :class:`InvalidRequest` unless every id is in ``[0, vocab_size)``."""
+    if any(not 0 <= token < vocab_size for token in token_ids):
+        raise InvalidRequest("the prompt holds token ids outside the vocabulary", "prompt")
 
 
 def check_context(num_prompt_tokens: int, max_tokens: int | None, max_model_len: int) -> None:
