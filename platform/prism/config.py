@@ -72,6 +72,9 @@ class EngineSettings(_Section):
     fault_injection: bool = False
     """Lets ``LLMServer.inject_step_fault`` fail the next engine step, for ``prism bench
     chaos``; never on in production."""
+    warmup: bool = True
+    """Each replica runs one synthetic request through its engine before it reports ready,
+    so the first real request does not pay the first forward pass's one-time costs."""
 
 
 class ReplicaResources(_Section):

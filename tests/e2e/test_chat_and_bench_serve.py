@@ -53,7 +53,7 @@ def test_chat_without_a_server_fails_with_one_error_line() -> None:
     assert error.startswith(f"prism: error: cannot reach {url}")
 
 
-def test_bench_serve_writes_positive_rates_and_latencies_without_errors(
+def test_bench_serve_writes_positive_rates_latencies_and_serving_overhead(
     api_url: str, tmp_path: Path
 ) -> None:
     output = tmp_path / "serve.json"
@@ -69,6 +69,8 @@ def test_bench_serve_writes_positive_rates_and_latencies_without_errors(
         "4",
         "--max-tokens",
         "8",
+        "--lone-requests",
+        "2",
         "--json",
         str(output),
     )
@@ -86,3 +88,12 @@ def test_bench_serve_writes_positive_rates_and_latencies_without_errors(
     for measure in ("ttft_seconds", "inter_token_seconds", "end_to_end_seconds"):
         assert all(value > 0 for value in results[measure].values())
     assert sum(results["replicas"].values()) == 4
+    assert "lone requests" in result.stdout
+    lone = record["lone_requests"]
+    assert len(lone["requests"]) == 2
+    for request in lone["requests"]:
+        assert request["error"] is None and request["replica"]
+        assert request["prompt_tokens"] > 700
+        assert 0 < request["engine_ttft_seconds"] <= request["http_ttft_seconds"]
+    assert lone["cold_start_penalty_seconds"] is not None
+    assert lone["overhead_seconds"]["median"] >= 0

@@ -56,31 +56,31 @@ def test_bench_engine_writes_positive_numbers_for_both_engines(tmp_path: Path) -
         "4",
         "--prefill-tokens",
         "300",
+        "--repeats",
+        "2",
         "--json",
         str(output),
     )
 
     assert result.returncode == 0, result.stderr
     assert "output tok/s" in result.stdout
+    assert "the median of 2 runs" in result.stdout
     record = json.loads(output.read_text())
     assert record["workload"]["num_requests"] == 2
     assert record["workload"]["prefill_tokens"] == 300
     assert record["machine"]["cpu_model"]
-    assert record["machine"]["torch_threads"] >= 1
+    assert record["threads"]["prism"] == record["threads"]["hf"] >= 1
     for engine in ("prism", "hf"):
         run = record[engine]
-        assert run["batch"]["output_tokens"] == 2 * 4
-        assert run["single"]["output_tokens"] == 4
-        for measure in (
-            run["batch"]["output_tokens_per_second"],
-            run["batch"]["ttft_mean_seconds"],
-            run["single"]["decode_tokens_per_second"],
-            run["single"]["ttft_seconds"],
-            run["load_seconds"],
-            run["prefill_seconds"],
-            run["memory"]["peak_bytes"],
-        ):
-            assert measure > 0
+        assert [phase["output_tokens"] for phase in run["batch"]] == [2 * 4, 2 * 4]
+        assert [phase["output_tokens"] for phase in run["single"]] == [4, 4]
+        assert [phase["output_tokens"] for phase in run["prefill"]] == [1, 1]
+        # The prefix cache is emptied before every run: the repeat gets no hits.
+        assert run["single"][1]["cached_tokens"] == 0
+        assert run["load_seconds"] > 0
+        assert run["memory"]["peak_bytes"] > 0
+        for spread in run["summary"].values():
+            assert 0 < spread["minimum"] <= spread["median"] <= spread["maximum"]
     for ratio in record["ratio_prism_over_hf"].values():
         assert ratio > 0
 

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from prism.serving.headers import ENGINE_TTFT_METRIC, server_timing_seconds
 from prism.serving.headers import PREDICTED_CACHED_HEADER as PREDICTED
 from support.live_platform import MODEL_ID, TENANT_KEYS, Platform
 
@@ -24,7 +25,7 @@ def test_models_lists_the_served_model(client) -> None:
     assert [model.id for model in models.data] == [MODEL_ID]
 
 
-def test_chat_answers_with_usage_and_replica_header(client) -> None:
+def test_chat_answers_with_usage_replica_and_engine_ttft_headers(client) -> None:
     raw = client.chat.completions.with_raw_response.create(
         model=MODEL_ID, messages=QUESTION, max_tokens=24, temperature=0
     )
@@ -36,6 +37,8 @@ def test_chat_answers_with_usage_and_replica_header(client) -> None:
     assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
     assert raw.headers["x-prism-replica"]
     assert raw.headers["x-request-id"]
+    engine_ttft = server_timing_seconds(raw.headers["server-timing"], ENGINE_TTFT_METRIC)
+    assert engine_ttft is not None and 0 < engine_ttft < raw.elapsed.total_seconds()
 
 
 def test_streamed_chat_equals_whole_chat_and_ends_with_usage(client) -> None:

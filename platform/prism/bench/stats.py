@@ -1,4 +1,4 @@
-"""Percentiles of latency samples, the way the benchmarks report them."""
+"""Percentiles and spreads of latency samples, the way the benchmarks report them."""
 
 from __future__ import annotations
 
@@ -32,3 +32,16 @@ class Percentiles:
     @classmethod
     def of(cls, values: Sequence[float]) -> Percentiles:
         return cls(percentile(values, 50), percentile(values, 90), percentile(values, 99))
+
+
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """The median, minimum and maximum of a few samples (None without samples)."""
+
+    median: float | None
+    minimum: float | None
+    maximum: float | None
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        return cls(percentile(values, 50), percentile(values, 0), percentile(values, 100))

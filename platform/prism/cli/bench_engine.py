@@ -26,11 +26,19 @@ def add_bench_engine(add_parser: AddParser, parents: list[argparse.ArgumentParse
         metavar="N",
         help="length of the long prompt whose prefill is timed (default: %(default)s)",
     )
+    parser.add_argument(
+        "--repeats",
+        type=at_least(1),
+        default=3,
+        metavar="N",
+        help="runs of each phase on each engine; figures are their medians (default: %(default)s)",
+    )
     parser.add_argument("--skip-hf", action="store_true", help="measure Prism only")
     parser.add_argument(
         "--weight-dtype",
         choices=DTYPES[1:],
-        help="store Prism's matrices in this dtype (HF stays in --dtype)",
+        help="mixed-precision extra: store Prism's matrices in this dtype while the rest, "
+        "and HF, stay in --dtype (not a like-for-like comparison)",
     )
     add_json_option(parser, "engine")
     parser.set_defaults(run=_run_bench_engine)
@@ -49,6 +57,7 @@ def _run_bench_engine(args: argparse.Namespace) -> int:
         weight_dtype=args.weight_dtype,
         threads=args.threads,
         tensor_parallel_size=args.tensor_parallel_size,
+        repeats=args.repeats,
         with_hf=not args.skip_hf,
         progress=status,
     )

@@ -44,6 +44,15 @@ def add_bench_serve(add_parser: AddParser, parents: list[argparse.ArgumentParser
     )
     parser.add_argument("--prompt-set", choices=PROMPT_SETS, default=PROMPT_SETS[0])
     parser.add_argument(
+        "--lone-requests",
+        type=at_least(0),
+        default=5,
+        metavar="K",
+        help="first, K long prompts one at a time: the first request's TTFT against the "
+        "others', and what serving adds to the engine's TTFT (HTTP only; 0: none; "
+        "default: %(default)s)",
+    )
+    parser.add_argument(
         "--timeout",
         type=float,
         default=DEFAULT_TIMEOUT_SECONDS,
@@ -64,6 +73,7 @@ def _run_bench_serve(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         max_tokens=args.max_tokens,
         prompt_set=args.prompt_set,
+        lone_requests=args.lone_requests,
     )
     address = args.grpc_target if args.protocol == "grpc" else args.url
     target = ServeTarget(args.protocol, address, api_key(args))

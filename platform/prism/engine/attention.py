@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from prism.engine.matmul import widens
+
 
 @dataclass(slots=True)
 class PrefillSpan:
@@ -83,7 +85,12 @@ def _decode_attention_cpu(
     On CPU this beats SDPA's kernels for single-token queries (badly so in bf16): the query
     heads sharing a KV head form one matrix, so each K and V row is read once. ``keys`` and
     ``values`` are [kv_heads, seqs, tokens, dim], as gathered from the head-major cache.
+    bf16 inputs are computed in fp32 where the CPU has no bf16 units (see
+    :mod:`prism.engine.matmul`); the output is rounded back to bf16.
     """
+    if widens(query):  # bf16 batched products on a CPU without bf16 units: far slower
+        wide = _decode_attention_cpu(query.float(), keys.float(), values.float(), mask)
+        return wide.to(query.dtype)
     num_seqs, num_heads, head_dim = query.shape
     num_kv_heads = keys.shape[0]
     grouped = query.view(num_seqs, num_kv_heads, num_heads // num_kv_heads, head_dim)

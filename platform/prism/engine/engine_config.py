@@ -22,6 +22,7 @@ class EngineConfig:
     matrix products in bf16 and everything else (norms, attention, KV cache) in fp32.
     ``step_timeout_s``: a step running longer marks the engine dead (:class:`AsyncEngine`).
     ``fault_injection`` lets ``inject_step_fault`` fail the next step (chaos tests only).
+    ``warmup``: the serving layer runs :meth:`LLMEngine.warm_up` before a replica is ready.
     """
 
     block_size: int
@@ -40,6 +41,7 @@ class EngineConfig:
     tensor_parallel_size: int
     step_timeout_s: float
     fault_injection: bool
+    warmup: bool
 
     def __post_init__(self) -> None:
         sizes = ("block_size", "max_num_seqs", "max_num_batched_tokens", "tensor_parallel_size")

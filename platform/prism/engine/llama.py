@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prism.engine.attention import AttentionBatch, paged_attention, write_kv
+from prism.engine.matmul import linear
 from prism.engine.parallel import TensorParallelGroup
 from prism.engine.rotary import RotaryEmbedding, Rotation
 from prism.models import Checkpoint, ModelConfig
@@ -31,18 +32,6 @@ def _param(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> 
     return nn.Parameter(torch.empty(shape, dtype=dtype, device=device), requires_grad=False)
 
 
-def _linear(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``x @ weight.T + bias`` in the weight's dtype, returned in the activations' dtype.
-
-    With bf16 weights and fp32 activations only the matrix product runs in bf16.
-    """
-    if weight.dtype == x.dtype:
-        return F.linear(x, weight, bias)
-    return F.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
-
-
 def _row_parallel(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -51,8 +40,8 @@ def _row_parallel(
 ) -> torch.Tensor:
     """A product over this rank's input columns, summed over the ranks; bias added once."""
     if group.size == 1:
-        return _linear(x, weight, bias)
-    out = group.all_reduce(_linear(x, weight))
+        return linear(x, weight, bias)
+    out = group.all_reduce(linear(x, weight))
     return out if bias is None else out + bias
 
 
@@ -129,7 +118,7 @@ class Attention(nn.Module):
         kv_cache: torch.Tensor,
         batch: AttentionBatch,
     ) -> torch.Tensor:
-        q, k, v = _linear(x, self.qkv_weight, self.qkv_bias).split(self.split, dim=-1)
+        q, k, v = linear(x, self.qkv_weight, self.qkv_bias).split(self.split, dim=-1)
         q = q.view(-1, self.num_heads, self.head_dim)
         k = k.view(-1, self.num_kv_heads, self.head_dim)
         v = v.view(-1, self.num_kv_heads, self.head_dim)
@@ -160,7 +149,7 @@ class MLP(nn.Module):
         loader.fill(self.down_weight, f"{prefix}.down_proj.weight", INPUT_DIM)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = _linear(x, self.gate_up_weight).chunk(2, dim=-1)
+        gate, up = linear(x, self.gate_up_weight).chunk(2, dim=-1)
         return _row_parallel(F.silu(gate) * up, self.down_weight, None, self.group)
 
 
@@ -287,5 +276,5 @@ class LlamaModel(nn.Module):
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """fp32 logits [rows, vocab]; every rank's vocabulary part gathered."""
-        logits = self.group.all_gather(_linear(hidden, self.lm_head_weight).float())
+        logits = self.group.all_gather(linear(hidden, self.lm_head_weight).float())
         return logits[:, : self.config.vocab_size]

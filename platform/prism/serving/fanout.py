@@ -50,9 +50,13 @@ class Choice:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     routing: RoutingHint | None = None
+    first_token_seconds: float | None = None
+    """The replica's time from the request's arrival to its first token."""
 
     def absorb(self, chunk: GenerateChunk) -> None:
         output = chunk.output
+        if chunk.first_token_seconds is not None:
+            self.first_token_seconds = chunk.first_token_seconds
         self.text += output.new_text
         self.token_ids.extend(output.new_token_ids)
         self.logprobs.extend(output.logprobs or [])
@@ -168,6 +172,12 @@ def replicas(choices: list[Choice]) -> str:
     """The replicas that served the choices, for the ``x-prism-replica`` header."""
     seen = dict.fromkeys(choice.first.replica for choice in choices if choice.first is not None)
     return ",".join(seen)
+
+
+def engine_ttft(choices: list[Choice]) -> float | None:
+    """The slowest choice's time to first token at its replica (None: no choice had one)."""
+    times = [choice.first_token_seconds for choice in choices]
+    return max((seconds for seconds in times if seconds is not None), default=None)
 
 
 def predicted_cached_tokens(choices: list[Choice]) -> int | None:

@@ -28,7 +28,7 @@ from prism.serving.grpc_service import GenerationRPCs
 from prism.serving.headers import SESSION_HEADER
 from prism.serving.http_middleware import APIMiddleware
 from prism.serving.protocol import ChatCompletionRequest, CompletionRequest, invalid_fields
-from prism.serving.responses import ResponseBuilder, routing_headers, streaming_response
+from prism.serving.responses import ResponseBuilder, streaming_response, whole_response_headers
 from prism.serving.served_model import ServedModel
 
 logger = logging.getLogger(__name__)
@@ -98,6 +98,8 @@ class Ingress(GenerationRPCs):
             model.id: ServedModel.load(model, handle, created, hash_prompts)
             for model, handle in models
         }
+        for served in self.models.values():
+            served.connect()
         api_keys = read_api_keys(http)
         self.admission = Admission(api_keys, http.max_request_bytes)
         self.sse_ping_interval_s = http.sse_ping_interval_s
@@ -147,7 +149,7 @@ class Ingress(GenerationRPCs):
                 response.completion_events(choices), choices, self.sse_ping_interval_s
             )
         result = await response.completion_body(choices)
-        return JSONResponse(result, headers=routing_headers(choices))
+        return JSONResponse(result, headers=whole_response_headers(choices))
 
     @app.post("/v1/chat/completions")
     async def chat_completions(self, body: ChatCompletionRequest, request: Request) -> Any:
@@ -170,4 +172,4 @@ class Ingress(GenerationRPCs):
                 response.chat_events(choices), choices, self.sse_ping_interval_s
             )
         result = await response.chat_body(choices)
-        return JSONResponse(result, headers=routing_headers(choices))
+        return JSONResponse(result, headers=whole_response_headers(choices))

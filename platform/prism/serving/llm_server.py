@@ -32,6 +32,11 @@ class _RequestClock:
     last_token: float | None = None
     output_tokens: int = 0
 
+    @property
+    def ttft(self) -> float | None:
+        """Seconds from arrival to the first token (None before it)."""
+        return None if self.first_token is None else self.first_token - self.arrival
+
     def tick(self, num_tokens: int, gaps: list[float], now: float) -> None:
         if num_tokens and self.first_token is None:
             self.first_token = now
@@ -42,8 +47,24 @@ class _RequestClock:
             self.output_tokens += num_tokens
 
 
+def _warm_up(engine: LLMEngine, replica_id: str) -> None:
+    """Warm ``engine`` up, logging how long it took; a failure closes it (and its ranks)."""
+    started = time.monotonic()
+    try:
+        engine.warm_up()
+    except BaseException:
+        engine.close()
+        raise
+    logger.info("replica %s warmed up in %.2f s", replica_id, time.monotonic() - started)
+
+
 class LLMServer:
-    """Hosts an :class:`AsyncEngine` for one model (a Serve deployment class)."""
+    """Hosts an :class:`AsyncEngine` for one model (a Serve deployment class).
+
+    With ``engine.warmup`` on, the engine runs :meth:`LLMEngine.warm_up` before the replica
+    is ready (Serve counts a replica ready once ``__init__`` returns), and before the KV event
+    publisher and the metrics start, so neither the router's index nor the metrics see it.
+    """
 
     async def __init__(self, model: ModelSettings, index: RedisSettings) -> None:
         self.replica_id = serve.get_replica_context().replica_id.unique_id
@@ -52,6 +73,8 @@ class LLMServer:
         if config.tensor_parallel_size > 1:
             ranks = RayRanks(model.resources, self.replica_id)
         engine = LLMEngine.from_source(model.source, config, model.id, ranks)
+        if config.warmup:
+            _warm_up(engine, self.replica_id)
         self.model_id = model.id
         self.engine = AsyncEngine(engine, model.max_queued_requests)
         self.metrics = EngineMetrics(model.id)
@@ -89,16 +112,16 @@ class LLMServer:
                 request.prompt_token_ids, request.params, request.request_id, request.cache_salt
             ):
                 now = time.monotonic()
+                had_token = clock.first_token is not None
                 clock.tick(len(output.new_token_ids), gaps, now)
                 self.recent.produced(request.request_id, len(output.new_token_ids), now)
-                yield GenerateChunk(output, self.replica_id)
+                yield GenerateChunk(output, self.replica_id, None if had_token else clock.ttft)
         finally:
             self.recent.left(request.request_id)
-            ttft = None if clock.first_token is None else clock.first_token - clock.arrival
             self.metrics.observe_request(
                 len(request.prompt_token_ids),
                 clock.output_tokens,
-                ttft,
+                clock.ttft,
                 gaps,
                 time.monotonic() - clock.arrival,
             )

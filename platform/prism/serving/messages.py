@@ -31,3 +31,6 @@ class GenerateChunk:
 
     output: RequestOutput
     replica: str
+    first_token_seconds: float | None = None
+    """On the chunk carrying the first token: seconds from the request's arrival at the
+    replica to that token (the engine's TTFT, queueing included)."""

@@ -18,11 +18,18 @@ from prism.serving.fanout import (
     Choice,
     cancel,
     chunks_in_arrival_order,
+    engine_ttft,
     predicted_cached_tokens,
     replicas,
     run_to_end,
 )
-from prism.serving.headers import PREDICTED_CACHED_HEADER, REPLICA_HEADER
+from prism.serving.headers import (
+    ENGINE_TTFT_METRIC,
+    PREDICTED_CACHED_HEADER,
+    REPLICA_HEADER,
+    SERVER_TIMING_HEADER,
+    server_timing,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +40,16 @@ def routing_headers(choices: list[Choice]) -> dict[str, str]:
     predicted = predicted_cached_tokens(choices)
     if predicted is not None:
         headers[PREDICTED_CACHED_HEADER] = str(predicted)
+    return headers
+
+
+def whole_response_headers(choices: list[Choice]) -> dict[str, str]:
+    """A non-streamed response's headers: :func:`routing_headers` and the engine's TTFT
+    (``server-timing: engine-ttft;dur=<ms>``, the slowest choice's)."""
+    headers = routing_headers(choices)
+    ttft = engine_ttft(choices)
+    if ttft is not None:
+        headers[SERVER_TIMING_HEADER] = server_timing(ENGINE_TTFT_METRIC, ttft)
     return headers
 
 

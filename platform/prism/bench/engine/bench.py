@@ -35,17 +35,21 @@ def run_engine_bench(
     weight_dtype: str | None,
     threads: int | None,
     tensor_parallel_size: int,
+    repeats: int = 3,
     with_hf: bool = True,
     progress: Callable[[str], None] = logger.info,
 ) -> EngineBenchResult:
     """Run ``workload`` on Prism's engine and, unless ``with_hf`` is False, on HF ``generate``.
 
-    ``threads`` defaults to the CPUs this process may use; ``progress`` hears of each phase.
-    ``weight_dtype`` stores Prism's matrices in another dtype; the baseline stays in ``dtype``.
-    With ``tensor_parallel_size`` N, Prism runs as N local ranks sharing ``threads``.
+    Each phase runs ``repeats`` times on each engine. ``threads`` (default: the CPUs this
+    process may use) is the budget of both engines: HF runs on all of them, and with
+    ``tensor_parallel_size`` N Prism runs as N local ranks sharing them. ``weight_dtype``
+    stores Prism's matrices in another dtype (a mixed-precision extra; the baseline stays in
+    ``dtype``). ``progress`` hears of each phase.
     """
     started = datetime.now().astimezone().isoformat(timespec="seconds")
-    torch.set_num_threads(threads or available_cpus())
+    threads = threads or available_cpus()
+    torch.set_num_threads(threads)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     dtype_name = str(torch_dtype).removeprefix("torch.")
@@ -55,13 +59,14 @@ def run_engine_bench(
     prompts = workload.prompt_token_ids(tokenizer)
     warmup = workload.warmup_token_ids(tokenizer)
     long_prompt = workload.prefill_token_ids(tokenizer)
+    rank_threads = max(1, threads // tensor_parallel_size)
     settings = EngineSettings.model_validate(
         {
             "max_num_seqs": workload.num_requests,
             "device": str(torch_device),
             "dtype": dtype_name,
             "weight_dtype": weight_dtype,
-            "num_threads": max(1, torch.get_num_threads() // tensor_parallel_size),
+            "num_threads": rank_threads,
             "tensor_parallel_size": tensor_parallel_size,
         }
     )
@@ -69,15 +74,17 @@ def run_engine_bench(
     weights = f", {weight_dtype} weights" if weight_dtype else ""
     progress(
         f"Prism engine: {workload.num_requests} requests x {workload.output_tokens} tokens, "
-        f"{dtype_name}{weights} on {torch_device}, {torch.get_num_threads()} threads, "
-        f"{tensor_parallel_size} ranks"
+        f"{dtype_name}{weights} on {torch_device}, {threads} threads, "
+        f"{tensor_parallel_size} ranks, {repeats} rounds"
     )
     prism = measure_prism(
-        model, tokenizer, config, prompts, warmup, workload.sampling_params(), long_prompt
+        model, tokenizer, config, prompts, warmup, workload.sampling_params(), long_prompt, repeats
     )
     hf = None
     if with_hf:
-        progress("HF transformers generate: the same workload as one static batch")
+        # The engine's runner set this process's threads to one rank's share: restore them.
+        torch.set_num_threads(threads)
+        progress(f"HF transformers generate: the same runs, one static batch, {threads} threads")
         pad_token_id = tokenizer.pad_token_id
         if pad_token_id is None:
             pad_token_id = tokenizer.eos_token_id
@@ -92,6 +99,7 @@ def run_engine_bench(
             torch_device,
             torch_dtype,
             long_prompt,
+            repeats,
         )
     return EngineBenchResult(
         date=started,
@@ -99,6 +107,8 @@ def run_engine_bench(
         model_id=model.model_id,
         dtype=dtype_name,
         prism_weight_dtype=weight_dtype or dtype_name,
+        prism_threads=rank_threads * tensor_parallel_size,
+        hf_threads=threads if with_hf else None,
         workload=workload,
         prompt_tokens=[len(prompt) for prompt in prompts],
         prism=prism,

@@ -1,7 +1,8 @@
 """Measure the Hugging Face baseline: ``generate`` on one static, left-padded batch.
 
-``generate`` reports no per-token times, so the time to first token is a 1-token
-``generate`` of the same prompts, and the decode time is the full run minus that.
+A streamer timestamps every decoding step, so HF's time to first token, time per output
+token and inter-token latency come from the same ``generate`` call as its throughput, and
+are derived exactly as Prism's are.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM
+from transformers.generation.streamers import BaseStreamer
 
-from prism.bench.engine.results import BatchRun, EngineRun, SingleRun
+from prism.bench.engine.results import EngineRun, PhaseRun, phase_run
 from prism.bench.memory import PeakMemory
 from prism.bench.prompts import WARMUP_TOKENS
 
@@ -31,9 +33,20 @@ def left_padded(
     return input_ids.to(device), attention_mask.to(device)
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+class _StepClock(BaseStreamer):
+    """Records when each decoding step's tokens reach the host (the prompt's put is skipped)."""
+
+    def __init__(self) -> None:
+        self.prompt_seen = False
+        self.times: list[float] = []
+
+    def put(self, value: torch.Tensor) -> None:
+        if self.prompt_seen:
+            self.times.append(time.perf_counter())
+        self.prompt_seen = True
+
+    def end(self) -> None:
+        """Nothing to flush: the times are read after ``generate`` returns."""
 
 
 class _Generator:
@@ -45,32 +58,27 @@ class _Generator:
         self.pad_token_id = pad_token_id
         self.device = device
 
-    def run(self, prompts: list[list[int]], new_tokens: int) -> tuple[float, int]:
-        """Seconds taken and output tokens produced."""
+    def run(self, prompts: list[list[int]], new_tokens: int) -> PhaseRun:
+        """Every prompt in one ``generate`` call; each step's tokens arrive together."""
         input_ids, attention_mask = left_padded(prompts, self.pad_token_id, self.device)
-        _synchronize(self.device)
-        started = time.perf_counter()
-        output = self.model.generate(
+        clock = _StepClock()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        submitted = time.perf_counter()
+        self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
             do_sample=False,
             max_new_tokens=new_tokens,
             min_new_tokens=new_tokens,
             pad_token_id=self.pad_token_id,
+            streamer=clock,
         )
-        _synchronize(self.device)
-        seconds = time.perf_counter() - started
-        return seconds, output.shape[0] * (output.shape[1] - input_ids.shape[1])
-
-    @torch.inference_mode()
-    def forward(self, prompt: list[int]) -> float:
-        """Seconds for one forward pass over ``prompt``."""
-        input_ids = torch.tensor([prompt], device=self.device)
-        _synchronize(self.device)
-        started = time.perf_counter()
-        self.model(input_ids=input_ids)
-        _synchronize(self.device)
-        return time.perf_counter() - started
+        if len(clock.times) != new_tokens:
+            raise RuntimeError(f"generate produced {len(clock.times)} steps, not {new_tokens}")
+        return phase_run(
+            submitted, [clock.times] * len(prompts), sum(len(prompt) for prompt in prompts), 0
+        )
 
 
 def measure_hf(
@@ -82,8 +90,10 @@ def measure_hf(
     device: torch.device,
     dtype: torch.dtype,
     long_prompt: list[int],
+    repeats: int,
 ) -> EngineRun:
-    """Load the model with transformers and time the same single and batch runs as Prism's."""
+    """Load the model with transformers and time the same runs as Prism's, in the same order."""
+    single, batch, prefill = [], [], []
     with PeakMemory(device) as memory:
         started = time.perf_counter()
         model: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
@@ -91,24 +101,8 @@ def measure_hf(
         load_seconds = time.perf_counter() - started
         generator = _Generator(model, pad_token_id, device)
         generator.run([warmup], WARMUP_TOKENS)
-        single_first, _ = generator.run(prompts[:1], 1)
-        single_all, single_tokens = generator.run(prompts[:1], output_tokens)
-        batch_first, _ = generator.run(prompts, 1)
-        batch_all, batch_tokens = generator.run(prompts, output_tokens)
-        prefill_seconds = generator.forward(long_prompt)
-    return EngineRun(
-        load_seconds=load_seconds,
-        batch=BatchRun(
-            num_requests=len(prompts),
-            output_tokens=batch_tokens,
-            seconds=batch_all,
-            ttft_mean_seconds=batch_first,
-        ),
-        single=SingleRun(
-            output_tokens=single_tokens,
-            ttft_seconds=single_first,
-            decode_seconds=single_all - single_first,
-        ),
-        prefill_seconds=prefill_seconds,
-        memory=memory.use,
-    )
+        for _ in range(repeats):
+            single.append(generator.run(prompts[:1], output_tokens))
+            batch.append(generator.run(prompts, output_tokens))
+            prefill.append(generator.run([long_prompt], 1))
+    return EngineRun(load_seconds, single, batch, prefill, memory.use)

@@ -1,10 +1,12 @@
 """The serving benchmark: load a running Prism server and measure it as clients see it.
 
 The server is reached over its OpenAI-compatible HTTP API or its gRPC API; the prompts, the
-load and the measures are the same either way. A warm-up of one short request per client
-comes first (untimed; its raw prompt shares no prefix with the workload beyond the chat
-template's default system prompt), then the whole workload. See
-:mod:`prism.bench.serve.load` for how requests are sent and timed.
+load and the measures are the same either way. Over HTTP, lone requests come first, so the
+first of them is the server's first request since it started if nothing else came before
+(:mod:`prism.bench.serve.lone`). Then a warm-up of one short request per client (untimed;
+its raw prompt shares no prefix with the workload beyond the chat template's default system
+prompt), then the whole workload. See :mod:`prism.bench.serve.load` for how requests are
+sent and timed.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
@@ -30,8 +33,9 @@ from prism.bench.serve.load import (
     run_load,
     send_request,
 )
-from prism.bench.serve.prompts import Messages, conversations
-from prism.bench.serve.results import ServeBenchResult, summarize
+from prism.bench.serve.lone import LoneRequest, run_lone_requests
+from prism.bench.serve.prompts import LONE_PROMPT_WORDS, conversations, lone_prompts
+from prism.bench.serve.results import ServeBenchResult, summarize, summarize_lone
 from prism.bench.serve.workload import (
     DEFAULT_TIMEOUT_SECONDS,
     PROTOCOLS,
@@ -41,6 +45,12 @@ from prism.bench.serve.workload import (
 from prism.client import AsyncPrismClient
 
 logger = logging.getLogger(__name__)
+
+
+def _openai_client(target: ServeTarget, timeout: float) -> AsyncOpenAI:
+    return AsyncOpenAI(
+        base_url=target.address, api_key=target.api_key, max_retries=0, timeout=timeout
+    )
 
 
 @contextlib.asynccontextmanager
@@ -57,20 +67,41 @@ async def _chat_stream(
         ) as grpc_client:
             yield grpc_chat(grpc_client, model)
     else:
-        async with AsyncOpenAI(
-            base_url=target.address, api_key=target.api_key, max_retries=0, timeout=timeout
-        ) as http_client:
+        async with _openai_client(target, timeout) as http_client:
             yield openai_chat(http_client, model)
+
+
+async def _lone_requests(
+    target: ServeTarget,
+    model: str,
+    count: int,
+    timeout: float,
+    progress: Callable[[str], None],
+) -> list[LoneRequest] | None:
+    """``count`` lone requests over HTTP; None when there are none or the target is gRPC."""
+    if not count:
+        return None
+    if target.protocol == "grpc":
+        progress("lone requests: skipped (gRPC replies carry no engine TTFT)")
+        return None
+    progress(f"lone requests: {count} of about {LONE_PROMPT_WORDS} words, one at a time")
+    prompts = lone_prompts(count, secrets.randbits(32))
+    async with _openai_client(target, timeout) as client:
+        return await run_lone_requests(client, model, prompts)
 
 
 async def _measure(
     target: ServeTarget,
     model: str,
-    prompts: list[Messages],
+    workload: ServeWorkload,
     settings: LoadSettings,
     progress: Callable[[str], None],
     on_request_done: Callable[[RequestRecord], None],
-) -> LoadRun:
+) -> tuple[list[LoneRequest] | None, LoadRun]:
+    lone = await _lone_requests(
+        target, model, workload.lone_requests, settings.timeout_seconds, progress
+    )
+    prompts = conversations(workload.prompt_set, workload.num_requests)
     warmup = [{"role": "user", "content": WARMUP_TEXT}]
     async with _chat_stream(target, model, settings.timeout_seconds) as stream:
         progress(f"warm-up: {settings.concurrency} requests of {WARMUP_TOKENS} tokens")
@@ -85,7 +116,7 @@ async def _measure(
             f"{settings.concurrency} at a time, to {model} at {target.address} "
             f"over {target.protocol}"
         )
-        return await run_load(stream, prompts, settings, on_request_done)
+        return lone, await run_load(stream, prompts, settings, on_request_done)
 
 
 def run_serve_bench(
@@ -106,8 +137,7 @@ def run_serve_bench(
         raise ValueError(f"unknown protocol {target.protocol!r}; expected one of {PROTOCOLS}")
     started = datetime.now().astimezone().isoformat(timespec="seconds")
     settings = LoadSettings(workload.max_tokens, workload.concurrency, timeout_seconds)
-    prompts = conversations(workload.prompt_set, workload.num_requests)
-    run = asyncio.run(_measure(target, model, prompts, settings, progress, on_request_done))
+    lone, run = asyncio.run(_measure(target, model, workload, settings, progress, on_request_done))
     return ServeBenchResult(
         date=started,
         machine=describe_machine(torch.device("cpu")),
@@ -116,4 +146,5 @@ def run_serve_bench(
         model_id=model,
         workload=workload,
         summary=summarize(run),
+        lone=None if lone is None else summarize_lone(lone),
     )

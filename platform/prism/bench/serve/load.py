@@ -81,12 +81,17 @@ each chunk that carries some, and fills the record's token counts and replica. R
 :class:`RequestFailed` for an error the server answers with."""
 
 
+def cached_tokens(usage: CompletionUsage) -> int:
+    """The cached prompt tokens an OpenAI usage reports (0 when it says nothing)."""
+    details = usage.prompt_tokens_details
+    return (details.cached_tokens or 0) if details else 0
+
+
 def take_usage(record: RequestRecord, usage: CompletionUsage) -> None:
     """Copy the token counts of an OpenAI usage chunk into ``record``."""
     record.prompt_tokens = usage.prompt_tokens
     record.completion_tokens = usage.completion_tokens
-    details = usage.prompt_tokens_details
-    record.cached_tokens = (details.cached_tokens or 0) if details else 0
+    record.cached_tokens = cached_tokens(usage)
 
 
 def openai_chat(client: AsyncOpenAI, model: str) -> StreamChat:

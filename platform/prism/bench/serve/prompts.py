@@ -5,9 +5,13 @@
 default system prompt. ``shared-prefix`` puts the same long system prompt before each of
 those messages, as applications with a fixed instruction preamble do, so every request
 after the first on a replica can take most of its prompt from the prefix cache.
+
+The lone requests that come first (:func:`lone_prompts`) are long messages of random words.
 """
 
 from __future__ import annotations
+
+import random
 
 from prism.bench.prompts import STORY_PROMPT
 
@@ -47,3 +51,31 @@ def conversations(prompt_set: str, count: int) -> list[Messages]:
         [*preamble, {"role": "user", "content": STORY_PROMPT.format(index=index)}]
         for index in range(count)
     ]
+
+
+_WORDS = (  # noqa: SIM905 (63 words read better as text)
+    "apple river stone garden window paper silver morning candle harbor pencil forest bridge "
+    "market yellow kitchen winter orange basket ladder mirror thunder meadow button copper "
+    "lantern island pocket rabbit saddle tunnel velvet wagon blanket cabin desert feather "
+    "glacier hammer jacket kettle lemon marble needle oyster pepper quilt ribbon shadow timber "
+    "umbrella valley walnut anchor barrel cactus dragon engine falcon guitar helmet iron jungle"
+).split()
+LONE_PROMPT_WORDS = 770
+"""About 800 prompt tokens with SmolLM2's chat template (each word is one token)."""
+
+
+def lone_prompts(count: int, seed: int) -> list[Messages]:
+    """``count`` user messages of :data:`LONE_PROMPT_WORDS` random words, drawn from ``seed``.
+
+    Each starts with a word the others do not (for up to 63 messages, one per word), so they
+    share nothing beyond the chat template's default system prompt, with one another or with
+    the other prompt sets; a new ``seed`` keeps them apart from an earlier run's too.
+    """
+    rng = random.Random(seed)
+    start = rng.randrange(len(_WORDS))
+    prompts: list[Messages] = []
+    for index in range(count):
+        first = _WORDS[(start + index) % len(_WORDS)]
+        words = [first, *rng.choices(_WORDS, k=LONE_PROMPT_WORDS - 1)]
+        prompts.append([{"role": "user", "content": " ".join(words)}])
+    return prompts

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from prism.bench.records import LABEL_WIDTH, VALUE_WIDTH, cell, write_record
-from prism.bench.serve.results import ServeBenchResult
+from prism.bench.serve.results import LoneSummary, ServeBenchResult
 from prism.bench.stats import Percentiles
 
 _MS = 1000.0
@@ -47,11 +47,64 @@ def format_serve_report(result: ServeBenchResult) -> str:
         _line("cached prompt tokens", "-" if cached is None else f"{cached:.1%}"),
     ]
     lines += [_line("replica " + name, f"{count} req") for name, count in summary.replicas.items()]
+    if result.lone is not None:
+        lines += ["", *_lone_lines(result.lone)]
+    elif workload.lone_requests:
+        lines += ["", "lone requests: not measured (gRPC replies carry no engine TTFT)"]
     return "\n".join(lines)
 
 
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else seconds * _MS
+
+
+def _ms_text(seconds: float | None, spec: str = ".1f") -> str:
+    return "-" if seconds is None else format(seconds * _MS, spec)
+
+
+def _lone_lines(lone: LoneSummary) -> list[str]:
+    """Each lone request's TTFT over HTTP and in the engine, then the penalty and overhead."""
+    columns = ("prompt tok", "HTTP ms", "engine ms", "overhead")
+    lines = [
+        "lone requests, one at a time before the load (1 token, not streamed), TTFT:",
+        f"{'#  replica':<{LABEL_WIDTH}}" + "".join(f"{name:>{VALUE_WIDTH}}" for name in columns),
+    ]
+    for number, request in enumerate(lone.requests, start=1):
+        times = (request.http_ttft_seconds, request.engine_ttft_seconds, request.overhead_seconds)
+        label = f"{number:<3}{request.replica or '-'}"
+        row = f"{label:<{LABEL_WIDTH}}{cell(request.prompt_tokens, 'd')}"
+        row += "".join(cell(_ms(seconds), ".1f") for seconds in times)
+        lines.append(row + (f"  error: {request.error}" if request.error else ""))
+    overhead = lone.overhead_seconds
+    return [
+        *lines,
+        _line("first vs rest (median) ms", _ms_text(lone.cold_start_penalty_seconds, "+.1f")),
+        _line("serving overhead ms p50", _ms_text(overhead.median)),
+        _line(
+            "serving overhead ms min-max",
+            f"{_ms_text(overhead.minimum)}-{_ms_text(overhead.maximum)}",
+        ),
+    ]
+
+
+def _lone_json(lone: LoneSummary | None) -> dict[str, Any] | None:
+    if lone is None:
+        return None
+    return {
+        "requests": [
+            {**dataclasses.asdict(request), "overhead_seconds": request.overhead_seconds}
+            for request in lone.requests
+        ],
+        "cold_start_penalty_seconds": lone.cold_start_penalty_seconds,
+        "overhead_seconds": dataclasses.asdict(lone.overhead_seconds),
+    }
+
+
 def serve_to_json(result: ServeBenchResult) -> dict[str, Any]:
-    """The result as JSON-ready data: machine, server and protocol, workload, every measure."""
+    """The result as JSON-ready data: machine, server and protocol, workload, every measure.
+
+    ``lone_requests`` (times in seconds) is null when none ran.
+    """
     summary = result.summary
     return {
         "benchmark": "serve",
@@ -70,6 +123,7 @@ def serve_to_json(result: ServeBenchResult) -> dict[str, Any]:
             "output_tokens_per_second": summary.output_tokens_per_second,
             "cached_prompt_fraction": summary.cached_prompt_fraction,
         },
+        "lone_requests": _lone_json(result.lone),
     }
 
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from prism.bench.machine import Machine
 from prism.bench.serve.load import LoadRun
+from prism.bench.serve.lone import LoneRequest
 from prism.bench.serve.workload import ServeWorkload
-from prism.bench.stats import Percentiles
+from prism.bench.stats import Percentiles, Spread, percentile
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +65,36 @@ def summarize(run: LoadRun) -> ServeSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class LoneSummary:
+    """The lone requests, in the order sent, and what serving adds to the engine's TTFT.
+
+    Only requests that succeeded count in the two measures.
+    """
+
+    requests: list[LoneRequest]
+    cold_start_penalty_seconds: float | None
+    """Seconds the first request's HTTP TTFT exceeds the median of the others' (None unless
+    the first and at least one other succeeded)."""
+    overhead_seconds: Spread
+    """Seconds of HTTP TTFT beyond the engine's TTFT, over the requests that reported both."""
+
+
+def summarize_lone(requests: list[LoneRequest]) -> LoneSummary:
+    """The cold-start penalty and the serving overhead of ``requests``."""
+    penalty = None
+    if requests and requests[0].error is None:
+        rest = [request.http_ttft_seconds for request in requests[1:] if request.error is None]
+        median = percentile(rest, 50)
+        penalty = None if median is None else requests[0].http_ttft_seconds - median
+    overheads = [request.overhead_seconds for request in requests]
+    return LoneSummary(
+        requests=requests,
+        cold_start_penalty_seconds=penalty,
+        overhead_seconds=Spread.of([seconds for seconds in overheads if seconds is not None]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class ServeBenchResult:
     """One serving benchmark: where it ran, against what, over which protocol, and what it
     measured."""
@@ -77,3 +108,5 @@ class ServeBenchResult:
     model_id: str
     workload: ServeWorkload
     summary: ServeSummary
+    lone: LoneSummary | None
+    """None when the workload has no lone requests or they cannot run (over gRPC)."""

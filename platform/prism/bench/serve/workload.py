@@ -24,9 +24,11 @@ class ServeTarget:
 @dataclass(frozen=True, slots=True)
 class ServeWorkload:
     """``num_requests`` streamed chat completions of ``prompt_set``, ``concurrency`` at a time,
-    each greedy for exactly ``max_tokens`` tokens."""
+    each greedy for exactly ``max_tokens`` tokens; before them, ``lone_requests`` sent one at
+    a time (:mod:`prism.bench.serve.lone`; HTTP only)."""
 
     num_requests: int
     concurrency: int
     max_tokens: int
     prompt_set: str
+    lone_requests: int

@@ -1,0 +1,119 @@
+"""The engine benchmark's measures: derived alike for both engines, medians with their range."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from prism.bench.engine.report import format_report, to_json
+from prism.bench.engine.results import (
+    EngineBenchResult,
+    EngineRun,
+    PhaseRun,
+    phase_run,
+)
+from prism.bench.engine.workload import Workload
+from prism.bench.machine import Machine
+from prism.bench.memory import MemoryUse
+
+
+def test_phase_run_times_each_request_from_the_common_submission() -> None:
+    # Two requests submitted at t=10: one gets tokens at 11, 12, 14; the other at 13, 14.
+    run = phase_run(10.0, [[11.0, 12.0, 14.0], [13.0, 14.0]], prompt_tokens=50, cached=16)
+
+    assert run.num_requests == 2
+    assert run.output_tokens == 5
+    assert run.seconds == 4.0
+    assert run.tokens_per_second == 1.25
+    assert (run.ttft.p50, run.ttft.p99) == (2.0, pytest.approx(2.98))
+    assert run.tpot.p50 == 1.25  # the mean of 1.5 (request one) and 1.0 (request two)
+    assert sorted([run.itl.p50 or 0.0]) == [1.0]  # gaps 1, 2 and 1
+    assert run.cached_tokens == 16
+
+
+def test_a_lone_requests_decode_rate_excludes_its_first_token() -> None:
+    run = phase_run(0.0, [[0.5, 0.75, 1.0, 1.25, 1.5]], prompt_tokens=10, cached=0)
+
+    assert run.decode_tokens_per_second == 4.0
+
+
+def test_a_one_token_run_has_no_decode_rate() -> None:
+    run = phase_run(0.0, [[0.5]], prompt_tokens=2000, cached=0)
+
+    assert run.ttft.p50 == 0.5
+    assert run.decode_tokens_per_second is None
+
+
+def _engine(tokens_per_second: list[float], step: float, cached: int = 0) -> EngineRun:
+    """Runs of 2 requests x 4 tokens whose throughput is each of ``tokens_per_second``."""
+
+    def batch(rate: float) -> PhaseRun:
+        end = 8 / rate
+        times = [end - 3 * step, end - 2 * step, end - step, end]
+        return phase_run(0.0, [times, times], prompt_tokens=80, cached=cached)
+
+    def single() -> PhaseRun:
+        return phase_run(0.0, [[0.1 + step * i for i in range(4)]], prompt_tokens=40, cached=0)
+
+    prefill = phase_run(0.0, [[step * 10]], prompt_tokens=300, cached=0)
+    return EngineRun(
+        load_seconds=1.0,
+        single=[single() for _ in tokens_per_second],
+        batch=[batch(rate) for rate in tokens_per_second],
+        prefill=[prefill for _ in tokens_per_second],
+        memory=MemoryUse(100 << 20, 300 << 20),
+    )
+
+
+def _result(hf: EngineRun | None, weight_dtype: str = "float32") -> EngineBenchResult:
+    machine = Machine("a CPU", 2, 2, 2, "cpu", "a CPU", "2.13.0", "5.0", "3.11")
+    return EngineBenchResult(
+        date="2026-12-02T08:00:00+00:00",
+        machine=machine,
+        model_id="tiny",
+        dtype="float32",
+        prism_weight_dtype=weight_dtype,
+        prism_threads=2,
+        hf_threads=None if hf is None else 2,
+        workload=Workload(2, 4, 300),
+        prompt_tokens=[40, 40],
+        prism=_engine([10.0, 12.0, 11.0], step=0.1, cached=16),
+        hf=hf,
+    )
+
+
+def test_ratios_compare_the_medians_of_both_engines() -> None:
+    result = _result(_engine([5.0, 6.0, 50.0], step=0.2))
+
+    assert result.batch_ratio == pytest.approx(11.0 / 6.0)
+    assert result.single_decode_ratio == pytest.approx(2.0)
+    assert result.prefill_time_ratio == pytest.approx(0.5)
+
+
+def test_the_report_shows_medians_ranges_cache_hits_and_ratios() -> None:
+    report = format_report(_result(_engine([5.0, 6.0, 50.0], step=0.2)))
+
+    assert "float32 on both" in report
+    assert "the median of 3 runs" in report
+    assert "batch 16/80" in report
+    throughput = next(line for line in report.splitlines() if "output tok/s" in line)
+    assert throughput.split()[4:9] == ["11.0", "10.0-12.0", "6.0", "5.0-50.0", "1.83x"]
+
+
+def test_a_mixed_precision_run_is_labelled_as_an_extra() -> None:
+    report = format_report(_result(None, weight_dtype="bfloat16"))
+
+    assert "MIXED PRECISION (an extra, not like for like)" in report
+    assert "Prism/HF" in report
+
+
+def test_the_json_record_keeps_every_run_and_the_summary() -> None:
+    record = json.loads(json.dumps(to_json(_result(_engine([5.0, 6.0, 7.0], step=0.2)))))
+
+    assert record["rounds"] == 3
+    assert record["threads"] == {"prism": 2, "hf": 2}
+    assert len(record["prism"]["batch"]) == 3
+    assert record["prism"]["batch"][0]["cached_tokens"] == 16
+    assert record["hf"]["summary"]["2 requests: output tok/s"]["median"] == pytest.approx(6.0)
+    assert record["ratio_prism_over_hf"]["prefill_seconds"] == pytest.approx(0.5)
