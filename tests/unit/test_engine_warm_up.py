@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from prism.engine import LLMEngine, SamplingParams
-from support.engines import engine_config
+from support.engines import engine_config, generate_alone
 from support.models import ReferenceModel, random_prompts
 
 GREEDY = SamplingParams(max_tokens=8, temperature=0.0)
@@ -14,15 +14,6 @@ SAMPLED = SamplingParams(max_tokens=8, temperature=1.0)
 
 def make_engine(model: ReferenceModel) -> LLMEngine:
     return LLMEngine(model.model_id, model.path, engine_config(block_size=4, num_kv_blocks=128))
-
-
-def generate(engine: LLMEngine, request_id: str, prompt: list[int], params: SamplingParams):
-    engine.add_request(request_id, prompt, params)
-    tokens: list[int] = []
-    while engine.has_unfinished_requests():
-        for output in engine.step():
-            tokens.extend(output.new_token_ids)
-    return tokens
 
 
 def test_warm_up_leaves_no_blocks_cache_events_or_requests(tiny_llama: ReferenceModel) -> None:
@@ -43,14 +34,14 @@ def test_requests_after_warm_up_give_the_same_tokens(tiny_llama: ReferenceModel)
     """Greedy output is unchanged, and unseeded requests draw the same seeds as without it."""
     prompt = random_prompts([21])[0]
     cold = make_engine(tiny_llama)
-    expected = [generate(cold, "greedy", prompt, GREEDY), generate(cold, "s", prompt, SAMPLED)]
+    greedy = generate_alone(cold, "g", prompt, GREEDY)
+    expected = [greedy, generate_alone(cold, "s", prompt, SAMPLED)]
 
     warm = make_engine(tiny_llama)
     warm.warm_up()
 
-    assert [generate(warm, "greedy", prompt, GREEDY), generate(warm, "s", prompt, SAMPLED)] == (
-        expected
-    )
+    greedy = generate_alone(warm, "g", prompt, GREEDY)
+    assert [greedy, generate_alone(warm, "s", prompt, SAMPLED)] == expected
 
 
 def test_warm_up_refuses_an_engine_with_requests(tiny_llama: ReferenceModel) -> None:

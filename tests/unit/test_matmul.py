@@ -58,4 +58,3 @@ def test_fp32_products_agree_with_linear_to_rounding() -> None:
     out = matmul.linear(x, weight, bias)
 
     torch.testing.assert_close(out, F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
-

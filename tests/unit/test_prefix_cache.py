@@ -5,19 +5,16 @@ from __future__ import annotations
 from prism.engine import LLMEngine, SamplingParams
 from prism.hashing import block_hashes, cache_namespace
 from prism.kv_events import BlocksRemoved, BlocksStored
-from support.engines import engine_config
+from support.engines import engine_config, generate_alone
 from support.models import ReferenceModel, random_prompts
 
 GREEDY = SamplingParams(max_tokens=12, temperature=0.0)
 
 
-def generate(engine: LLMEngine, request_id: str, prompt: list[int], params=GREEDY) -> list[int]:
-    engine.add_request(request_id, prompt, params)
-    tokens: list[int] = []
-    while engine.has_unfinished_requests():
-        for output in engine.step():
-            tokens.extend(output.new_token_ids)
-    return tokens
+def generate(
+    engine: LLMEngine, request_id: str, prompt: list[int], params: SamplingParams = GREEDY
+) -> list[int]:
+    return generate_alone(engine, request_id, prompt, params)
 
 
 def make_engine(model: ReferenceModel, **overrides) -> LLMEngine:
