@@ -14,6 +14,7 @@ the weights, so they keep the bf16 kernel, which reads half the bytes.
 from __future__ import annotations
 
 import functools
+import threading
 from pathlib import Path
 
 import torch
@@ -63,18 +64,19 @@ def widens(tensor: torch.Tensor) -> bool:
     )
 
 
-_wide_scratch: dict[torch.Size, torch.Tensor] = {}
+_scratch = threading.local()
 
 
 def _widened(weight: torch.Tensor) -> torch.Tensor:
-    """``weight`` in fp32, in a buffer reused by every weight of its shape.
+    """``weight`` in fp32, in a buffer this thread reuses for every weight of its shape.
 
     A fresh tensor per product would cost page faults on every step; the buffer is only
-    read before the next product of the same shape overwrites it.
+    read before the next product of the same shape, on the same thread, overwrites it.
     """
-    buffer = _wide_scratch.get(weight.shape)
+    buffers: dict[torch.Size, torch.Tensor] = _scratch.__dict__.setdefault("buffers", {})
+    buffer = buffers.get(weight.shape)
     if buffer is None:
-        buffer = _wide_scratch[weight.shape] = torch.empty(weight.shape, dtype=torch.float32)
+        buffer = buffers[weight.shape] = torch.empty(weight.shape, dtype=torch.float32)
     return buffer.copy_(weight)
 
 
