@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from prism.bench.engine.report import format_report, to_json
 from prism.bench.engine.results import (
@@ -13,6 +14,7 @@ from prism.bench.engine.results import (
     PhaseRun,
     phase_run,
 )
+from prism.bench.engine.rounds import PhaseWork, run_interleaved
 from prism.bench.engine.workload import Workload
 from prism.bench.machine import Machine
 from prism.bench.memory import MemoryUse
@@ -62,7 +64,7 @@ def _engine(tokens_per_second: list[float], step: float, cached: int = 0) -> Eng
         single=[single() for _ in tokens_per_second],
         batch=[batch(rate) for rate in tokens_per_second],
         prefill=[prefill for _ in tokens_per_second],
-        memory=MemoryUse(100 << 20, 300 << 20),
+        memory_added_bytes=200 << 20,
     )
 
 
@@ -117,3 +119,43 @@ def test_the_json_record_keeps_every_run_and_the_summary() -> None:
     assert record["prism"]["batch"][0]["cached_tokens"] == 16
     assert record["hf"]["summary"]["2 requests: output tok/s"]["median"] == pytest.approx(6.0)
     assert record["ratio_prism_over_hf"]["prefill_seconds"] == pytest.approx(0.5)
+
+
+class _Recorder:
+    """A contender that records what it was asked to run, in order, into a shared log."""
+
+    def __init__(self, name: str, log: list[str]) -> None:
+        self.name = name
+        self.log = log
+        self.load_seconds = 0.5
+
+    def warm_up(self) -> None:
+        self.log.append(f"{self.name} warm-up")
+
+    def run(self, prompts: list[list[int]], new_tokens: int) -> PhaseRun:
+        self.log.append(f"{self.name} {len(prompts)}x{new_tokens}")
+        times = [[1.0 + step for step in range(new_tokens)] for _ in prompts]
+        return phase_run(0.0, times, sum(len(prompt) for prompt in prompts), 0)
+
+
+def test_rounds_run_each_phase_on_both_engines_in_turn_swapping_the_order() -> None:
+    log: list[str] = []
+    phases = [PhaseWork("single", [[1, 2]], 3), PhaseWork("batch", [[1], [2]], 3)]
+    phases.append(PhaseWork("prefill", [[1] * 9], 1))
+    load = MemoryUse(100 << 20, 150 << 20)
+    first, second = _Recorder("prism", log), _Recorder("hf", log)
+
+    runs = run_interleaved(
+        [(first, load), (second, load)], phases, 2, torch.device("cpu"), lambda _: None
+    )
+
+    assert log == [
+        "prism warm-up", "hf warm-up",
+        "prism 1x3", "hf 1x3", "prism 2x3", "hf 2x3", "prism 1x1", "hf 1x1",
+        "hf 1x3", "prism 1x3", "hf 2x3", "prism 2x3", "hf 1x1", "prism 1x1",
+    ]  # fmt: skip
+    for run in runs:
+        assert [len(run.single), len(run.batch), len(run.prefill)] == [2, 2, 2]
+        assert run.load_seconds == 0.5
+        # The load's 50 MiB, plus whatever the largest run added (on Linux, measured).
+        assert run.memory_added_bytes is None or run.memory_added_bytes >= 50 << 20

@@ -1,22 +1,28 @@
 """The engine benchmark: Prism's engine and the HF ``generate`` baseline, same conditions.
 
-Both run in this process, one after the other, with the same torch thread count, device,
-dtype and prompts. Prism's engine is freed before the baseline loads.
+Both are loaded in this process at once and run the same prompts on the same device, dtype
+and torch thread budget, their runs interleaved phase by phase (:mod:`.rounds`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from datetime import datetime
+from typing import TypeVar
 
 import torch
+from transformers import PreTrainedTokenizerBase
 
-from prism.bench.engine.hf_baseline import measure_hf
-from prism.bench.engine.prism_runs import measure_prism
+from prism.bench.engine.hf_baseline import HFContender
+from prism.bench.engine.prism_runs import PrismContender
 from prism.bench.engine.results import EngineBenchResult
+from prism.bench.engine.rounds import Contender, PhaseWork, run_interleaved
 from prism.bench.engine.workload import Workload
 from prism.bench.machine import describe_machine
+from prism.bench.memory import MemoryUse, PeakMemory
 from prism.config import EngineSettings
 from prism.engine import EngineConfig
 from prism.engine.model_runner import available_cpus, resolve_device, resolve_dtype
@@ -24,6 +30,8 @@ from prism.errors import ModelNotFound
 from prism.models import load_tokenizer, resolve_model
 
 logger = logging.getLogger(__name__)
+
+_Loadable = TypeVar("_Loadable", bound=AbstractContextManager)
 
 
 def run_engine_bench(
@@ -77,30 +85,27 @@ def run_engine_bench(
         f"{dtype_name}{weights} on {torch_device}, {threads} threads, "
         f"{tensor_parallel_size} ranks, {repeats} rounds"
     )
-    prism = measure_prism(
-        model, tokenizer, config, prompts, warmup, workload.sampling_params(), long_prompt, repeats
-    )
-    hf = None
-    if with_hf:
-        # The engine's runner set this process's threads to one rank's share: restore them.
-        torch.set_num_threads(threads)
-        progress(f"HF transformers generate: the same runs, one static batch, {threads} threads")
-        pad_token_id = tokenizer.pad_token_id
-        if pad_token_id is None:
-            pad_token_id = tokenizer.eos_token_id
-        if not isinstance(pad_token_id, int):
-            raise ModelNotFound(f"{model.model_id}: the tokenizer names no pad or EOS token")
-        hf = measure_hf(
-            model.path,
-            prompts,
-            warmup,
-            workload.output_tokens,
-            pad_token_id,
-            torch_device,
-            torch_dtype,
-            long_prompt,
-            repeats,
+    phases = [
+        PhaseWork("single", prompts[:1], workload.output_tokens),
+        PhaseWork("batch", prompts, workload.output_tokens),
+        PhaseWork("prefill", [long_prompt], 1),
+    ]
+    with contextlib.ExitStack() as stack:
+        contenders: list[tuple[Contender, MemoryUse]] = []
+        prism_contender = PrismContender(
+            model, tokenizer, config, workload.sampling_params(), warmup, rank_threads
         )
+        contenders.append(_load(stack, prism_contender, torch_device))
+        if with_hf:
+            progress(
+                f"HF transformers generate: the same runs, one static batch, {threads} threads"
+            )
+            pad_token_id = _pad_token_id(tokenizer, model.model_id)
+            hf_contender = HFContender(
+                model.path, pad_token_id, torch_device, torch_dtype, warmup, threads
+            )
+            contenders.append(_load(stack, hf_contender, torch_device))
+        runs = run_interleaved(contenders, phases, repeats, torch_device, progress)
     return EngineBenchResult(
         date=started,
         machine=describe_machine(torch_device),
@@ -111,6 +116,25 @@ def run_engine_bench(
         hf_threads=threads if with_hf else None,
         workload=workload,
         prompt_tokens=[len(prompt) for prompt in prompts],
-        prism=prism,
-        hf=hf,
+        prism=runs[0],
+        hf=runs[1] if with_hf else None,
     )
+
+
+def _load(
+    stack: contextlib.ExitStack, contender: _Loadable, device: torch.device
+) -> tuple[_Loadable, MemoryUse]:
+    """Enter ``contender`` (it loads its model) and measure the memory that added."""
+    with PeakMemory(device) as memory:
+        stack.enter_context(contender)
+    return contender, memory.use
+
+
+def _pad_token_id(tokenizer: PreTrainedTokenizerBase, model_id: str) -> int:
+    """The id HF pads its batch with: the tokenizer's pad token, else its EOS token."""
+    pad_token_id = tokenizer.pad_token_id
+    if pad_token_id is None:
+        pad_token_id = tokenizer.eos_token_id
+    if not isinstance(pad_token_id, int):
+        raise ModelNotFound(f"{model_id}: the tokenizer names no pad or EOS token")
+    return pad_token_id

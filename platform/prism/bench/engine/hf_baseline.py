@@ -1,4 +1,4 @@
-"""Measure the Hugging Face baseline: ``generate`` on one static, left-padded batch.
+"""The Hugging Face baseline as a contender: ``generate`` on one static, left-padded batch.
 
 A streamer timestamps every decoding step, so HF's time to first token, time per output
 token and inter-token latency come from the same ``generate`` call as its throughput, and
@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import torch
 from transformers import AutoModelForCausalLM
 from transformers.generation.streamers import BaseStreamer
 
-from prism.bench.engine.results import EngineRun, PhaseRun, phase_run
-from prism.bench.memory import PeakMemory
+from prism.bench.engine.results import PhaseRun, phase_run
 from prism.bench.prompts import WARMUP_TOKENS
 
 
@@ -49,29 +49,64 @@ class _StepClock(BaseStreamer):
         """Nothing to flush: the times are read after ``generate`` returns."""
 
 
-class _Generator:
-    """Times greedy ``generate`` calls that produce exactly ``new_tokens`` per prompt."""
+class HFContender:
+    """Loads the model with transformers on entry and times greedy ``generate`` calls."""
 
-    def __init__(self, model: Any, pad_token_id: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        model_path: Path,
+        pad_token_id: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        warmup: list[int],
+        threads: int,
+    ) -> None:
+        """``threads``: this process's torch threads while HF runs (the whole budget)."""
+        self._model_path = model_path
+        self._pad_token_id = pad_token_id
+        self._device = device
+        self._dtype = dtype
+        self._warmup = warmup
+        self._threads = threads
         # Any: a causal LM class with ``generate``, which transformers' types cannot name.
-        self.model = model
-        self.pad_token_id = pad_token_id
-        self.device = device
+        self._model: Any = None
+        self.load_seconds = 0.0
+
+    def __enter__(self) -> HFContender:
+        started = time.perf_counter()
+        model: Any = AutoModelForCausalLM.from_pretrained(self._model_path, dtype=self._dtype)
+        self._model = model.to(self._device).eval()
+        self.load_seconds = time.perf_counter() - started
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._model = None
+
+    def warm_up(self) -> None:
+        self.run([self._warmup], WARMUP_TOKENS)
 
     def run(self, prompts: list[list[int]], new_tokens: int) -> PhaseRun:
         """Every prompt in one ``generate`` call; each step's tokens arrive together."""
-        input_ids, attention_mask = left_padded(prompts, self.pad_token_id, self.device)
+        if self._model is None:
+            raise RuntimeError("the HF contender is not loaded")
+        torch.set_num_threads(self._threads)
+        input_ids, attention_mask = left_padded(prompts, self._pad_token_id, self._device)
         clock = _StepClock()
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        if self._device.type == "cuda":
+            torch.cuda.synchronize(self._device)
         submitted = time.perf_counter()
-        self.model.generate(
+        self._model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
             do_sample=False,
             max_new_tokens=new_tokens,
             min_new_tokens=new_tokens,
-            pad_token_id=self.pad_token_id,
+            pad_token_id=self._pad_token_id,
             streamer=clock,
         )
         if len(clock.times) != new_tokens:
@@ -79,30 +114,3 @@ class _Generator:
         return phase_run(
             submitted, [clock.times] * len(prompts), sum(len(prompt) for prompt in prompts), 0
         )
-
-
-def measure_hf(
-    model_path: Path,
-    prompts: list[list[int]],
-    warmup: list[int],
-    output_tokens: int,
-    pad_token_id: int,
-    device: torch.device,
-    dtype: torch.dtype,
-    long_prompt: list[int],
-    repeats: int,
-) -> EngineRun:
-    """Load the model with transformers and time the same runs as Prism's, in the same order."""
-    single, batch, prefill = [], [], []
-    with PeakMemory(device) as memory:
-        started = time.perf_counter()
-        model: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
-        model = model.to(device).eval()
-        load_seconds = time.perf_counter() - started
-        generator = _Generator(model, pad_token_id, device)
-        generator.run([warmup], WARMUP_TOKENS)
-        for _ in range(repeats):
-            single.append(generator.run(prompts[:1], output_tokens))
-            batch.append(generator.run(prompts, output_tokens))
-            prefill.append(generator.run([long_prompt], 1))
-    return EngineRun(load_seconds, single, batch, prefill, memory.use)

@@ -1,4 +1,4 @@
-"""Measure Prism's engine on a workload: a warm-up, then repeated single, batch and prefill runs.
+"""Prism's engine as a benchmark contender: every run on one ``LLMEngine``, its cache emptied.
 
 The prefix cache is emptied before every timed run, so no run reuses KV that an earlier run
 computed; hits within a run (requests sharing the chat template's system prompt) remain and
@@ -7,64 +7,87 @@ are counted in each run's ``cached_tokens``.
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import replace
+from types import TracebackType
 
+import torch
 from transformers import PreTrainedTokenizerBase
 
-from prism.bench.engine.results import EngineRun, PhaseRun, phase_run
-from prism.bench.memory import PeakMemory
+from prism.bench.engine.results import PhaseRun, phase_run
 from prism.bench.prompts import WARMUP_TOKENS
 from prism.engine import EngineConfig, LLMEngine, SamplingParams
-from prism.engine.model_runner import resolve_device
 from prism.models import ResolvedModel
 
 
-def _run(
-    engine: LLMEngine, label: str, prompts: list[list[int]], params: SamplingParams
-) -> PhaseRun:
-    """Empty the prefix cache, submit every prompt at once and step until all finish."""
-    engine.reset_prefix_cache()
-    token_times: dict[str, list[float]] = {}
-    cached: dict[str, int] = {}
-    submitted = time.perf_counter()
-    for index, prompt in enumerate(prompts):
-        engine.add_request(f"{label}-{index}", prompt, params)
-    while engine.has_unfinished_requests():
-        outputs = engine.step()
-        now = time.perf_counter()
-        for output in outputs:
-            token_times.setdefault(output.request_id, []).extend(now for _ in output.new_token_ids)
-            cached[output.request_id] = output.num_cached_tokens
-    return phase_run(
-        submitted,
-        list(token_times.values()),
-        sum(len(prompt) for prompt in prompts),
-        sum(cached.values()),
-    )
+class PrismContender:
+    """Loads Prism's engine on entry and times runs on it; closes it on exit."""
 
+    def __init__(
+        self,
+        model: ResolvedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        config: EngineConfig,
+        params: SamplingParams,
+        warmup: list[int],
+        threads: int,
+    ) -> None:
+        """``threads``: this process's torch threads while Prism runs (rank 0's share)."""
+        self._model = model
+        self._tokenizer = tokenizer
+        self._config = config
+        self._params = params
+        self._warmup = warmup
+        self._threads = threads
+        self._labels = itertools.count()
+        self._engine: LLMEngine | None = None
+        self.load_seconds = 0.0
 
-def measure_prism(
-    model: ResolvedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    config: EngineConfig,
-    prompts: list[list[int]],
-    warmup: list[int],
-    params: SamplingParams,
-    long_prompt: list[int],
-    repeats: int,
-) -> EngineRun:
-    """Load the engine, warm it up, then time ``repeats`` rounds of single, batch and prefill."""
-    single, batch, prefill = [], [], []
-    with PeakMemory(resolve_device(config.device)) as memory:
+    def __enter__(self) -> PrismContender:
         started = time.perf_counter()
-        with LLMEngine(model.model_id, model.path, config, tokenizer) as engine:
-            load_seconds = time.perf_counter() - started
-            _run(engine, "warmup", [warmup], replace(params, max_tokens=WARMUP_TOKENS))
-            for round_ in range(repeats):
-                single.append(_run(engine, f"single{round_}", prompts[:1], params))
-                batch.append(_run(engine, f"batch{round_}", prompts, params))
-                prefill.append(
-                    _run(engine, f"prefill{round_}", [long_prompt], replace(params, max_tokens=1))
-                )
-    return EngineRun(load_seconds, single, batch, prefill, memory.use)
+        self._engine = LLMEngine(
+            self._model.model_id, self._model.path, self._config, self._tokenizer
+        )
+        self.load_seconds = time.perf_counter() - started
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def warm_up(self) -> None:
+        self.run([self._warmup], WARMUP_TOKENS)
+
+    def run(self, prompts: list[list[int]], new_tokens: int) -> PhaseRun:
+        """Empty the prefix cache, submit every prompt at once and step until all finish."""
+        engine = self._engine
+        if engine is None:
+            raise RuntimeError("the Prism contender is not loaded")
+        torch.set_num_threads(self._threads)
+        engine.reset_prefix_cache()
+        params = replace(self._params, max_tokens=new_tokens)
+        token_times: dict[str, list[float]] = {}
+        cached: dict[str, int] = {}
+        submitted = time.perf_counter()
+        for prompt in prompts:
+            engine.add_request(f"bench-{next(self._labels)}", prompt, params)
+        while engine.has_unfinished_requests():
+            outputs = engine.step()
+            now = time.perf_counter()
+            for output in outputs:
+                times = token_times.setdefault(output.request_id, [])
+                times.extend(now for _ in output.new_token_ids)
+                cached[output.request_id] = output.num_cached_tokens
+        return phase_run(
+            submitted,
+            list(token_times.values()),
+            sum(len(prompt) for prompt in prompts),
+            sum(cached.values()),
+        )

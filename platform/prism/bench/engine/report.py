@@ -94,20 +94,12 @@ def _mib(value: int | None) -> float | None:
     return None if value is None else value / _MIB
 
 
-def _added(run: EngineRun) -> int | None:
-    memory = run.memory
-    if memory.peak_bytes is None or memory.baseline_bytes is None:
-        return None
-    return memory.peak_bytes - memory.baseline_bytes
-
-
 def _once_rows(result: EngineBenchResult) -> list[str]:
     """Measures taken once per engine: load time and memory."""
     memory = "GPU allocated" if result.machine.device.startswith("cuda") else "RSS"
     singles: list[tuple[str, Callable[[EngineRun], float | None], str]] = [
         ("load s", lambda r: r.load_seconds, ".2f"),
-        (f"peak {memory} MiB", lambda r: _mib(r.memory.peak_bytes), ".0f"),
-        (f"{memory} added MiB", lambda r: _mib(_added(r)), ".0f"),
+        (f"{memory} added MiB", lambda r: _mib(r.memory_added_bytes), ".0f"),
     ]
     blank = " " * _RANGE_WIDTH
     return [
@@ -144,8 +136,9 @@ def _title(result: EngineBenchResult) -> list[str]:
         f"threads: Prism {result.prism_threads}, HF {hf_threads}; workload: "
         f"{workload.num_requests} requests x {workload.output_tokens} output tokens, "
         f"prompts of {lengths[0]}-{lengths[-1]} tokens, greedy, EOS ignored",
-        f"each figure: the median of {rounds} runs, then their range; "
-        "the prefix cache is emptied before every run",
+        f"each figure: the median of {rounds} runs, then their range; each phase runs on "
+        "both engines in turn (order swapped every round); the prefix cache is emptied "
+        "before every run",
     ]
 
 
@@ -196,6 +189,7 @@ def to_json(result: EngineBenchResult) -> dict[str, Any]:
             "prompt_tokens_max": max(result.prompt_tokens),
             "sampling": "greedy, EOS ignored",
             "prefix_cache": "emptied before every run",
+            "order": "each phase on both engines in turn, the order swapped every round",
         },
         "prism": _engine_json(result.prism, rows),
         "hf": None if result.hf is None else _engine_json(result.hf, rows),

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 from prism.bench.engine.workload import Workload
 from prism.bench.machine import Machine
-from prism.bench.memory import MemoryUse
 from prism.bench.stats import Percentiles, Spread
 
 
@@ -65,14 +64,16 @@ class EngineRun:
     """One engine's runs: its load time, memory, and each repetition of each phase.
 
     ``single``: prompt 0 alone; ``batch``: every prompt at once; ``prefill``: the long
-    prompt alone, for one token (its TTFT is the prefill time).
+    prompt alone, for one token (its TTFT is the prefill time). ``memory_added_bytes`` is
+    what loading the engine added to the process (RSS, or GPU allocation on CUDA) plus the
+    most any one of its runs added on top; None where that cannot be measured.
     """
 
     load_seconds: float
     single: list[PhaseRun]
     batch: list[PhaseRun]
     prefill: list[PhaseRun]
-    memory: MemoryUse
+    memory_added_bytes: int | None
 
     def spread(self, phase: str, measure: Callable[[PhaseRun], float | None]) -> Spread | None:
         """``measure`` over the repetitions of ``phase`` (None if any run lacks it)."""
