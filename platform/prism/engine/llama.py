@@ -71,10 +71,8 @@ class RMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        in_dtype = x.dtype
-        x = x.to(torch.float32)
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(in_dtype)
+        """Normalized in fp32, rounded to ``x``'s dtype, then scaled (the order HF uses)."""
+        return self.weight * F.rms_norm(x, (x.shape[-1],), eps=self.eps)
 
 
 class Attention(nn.Module):
@@ -93,7 +91,7 @@ class Attention(nn.Module):
         self.head_dim = config.head_dim
         q_size = self.num_heads * config.head_dim
         kv_size = self.num_kv_heads * config.head_dim
-        self.split = (q_size, kv_size, kv_size)
+        self.split = (q_size + kv_size, kv_size)
         self.qkv_weight = _param((q_size + 2 * kv_size, config.hidden_size), dtype, device)
         self.qkv_bias = (
             _param((q_size + 2 * kv_size,), dtype, device) if config.attention_bias else None
@@ -118,11 +116,11 @@ class Attention(nn.Module):
         kv_cache: torch.Tensor,
         batch: AttentionBatch,
     ) -> torch.Tensor:
-        q, k, v = linear(x, self.qkv_weight, self.qkv_bias).split(self.split, dim=-1)
-        q = q.view(-1, self.num_heads, self.head_dim)
-        k = k.view(-1, self.num_kv_heads, self.head_dim)
+        qk, v = linear(x, self.qkv_weight, self.qkv_bias).split(self.split, dim=-1)
+        # Queries and keys are rotated together, as one set of heads.
+        qk = rotation.apply(qk.view(-1, self.num_heads + self.num_kv_heads, self.head_dim))
+        q, k = qk.split((self.num_heads, self.num_kv_heads), dim=1)
         v = v.view(-1, self.num_kv_heads, self.head_dim)
-        q, k = rotation.apply(q, k)
         k_cache, v_cache = kv_cache[0], kv_cache[1]
         write_kv(k_cache, v_cache, k, v, batch.slot_mapping)
         out = paged_attention(q, k_cache, v_cache, batch)
