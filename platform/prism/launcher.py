@@ -33,7 +33,7 @@ from prism.engine.parallel import check_tensor_parallel
 from prism.errors import IncompatibleSettings
 from prism.models import ModelConfig, resolve_model
 from prism.redis_server import EmbeddedRedis, random_password
-from prism.serving.app import APP_NAME, build_app, grpc_options
+from prism.serving.app import APP_NAME, REPLICA_LATENCY_ENV, build_app, grpc_options
 from prism.serving.ingress import read_api_keys
 
 logger = logging.getLogger(__name__)
@@ -80,8 +80,11 @@ def _start_ray(config: PlatformConfig, address: str | None, stack: ExitStack) ->
     if address:
         context = ray.init(address=address)
     else:
-        # Serve's gRPC proxy reads its message size limit from the environment it inherits.
+        # Serve's gRPC proxy reads its message size limit from the environment it inherits;
+        # its proxies' handles, like the replicas, route on Serve's own event loop.
         os.environ[GRPC_MESSAGE_SIZE_ENV] = str(grpc_message_limit(config.http))
+        for name, value in REPLICA_LATENCY_ENV.items():
+            os.environ.setdefault(name, value)
         context = ray.init(
             address="local",  # a new instance, never a cluster found on this machine
             include_dashboard=True,

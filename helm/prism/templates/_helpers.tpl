@@ -92,6 +92,12 @@ api-key
 {{- define "prism.env" -}}
 - name: PYTHONUNBUFFERED
   value: "1"
+# Serve's proxies and replicas run handle routers and replica code on Serve's own event
+# loop (docs/architecture.md, "Serving path latency").
+- name: RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD
+  value: "0"
+- name: RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP
+  value: "0"
 {{- if include "prism.redisSecret" . }}
 - name: PRISM_REDIS_PASSWORD
   valueFrom:

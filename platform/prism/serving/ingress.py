@@ -99,7 +99,7 @@ class Ingress(GenerationRPCs):
             for model, handle in models
         }
         for served in self.models.values():
-            served.connect()
+            served.prepare()
         api_keys = read_api_keys(http)
         self.admission = Admission(api_keys, http.max_request_bytes)
         self.sse_ping_interval_s = http.sse_ping_interval_s

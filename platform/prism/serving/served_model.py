@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -70,13 +71,17 @@ class ServedModel:
             config.vocab_size,
         )
 
-    def connect(self) -> None:
-        """Start the handle's router now, so it learns the replicas before the first call.
+    def prepare(self) -> None:
+        """Do now what the first call would otherwise pay for.
 
-        A handle is otherwise set up by its first call, which then waits for Serve's replica
-        list (about 200 ms measured on a 2-core CPU).
+        The handle's router starts and learns the replicas (a handle is otherwise set up by
+        its first call, which then waits for Serve's replica list: about 200 ms measured on a
+        2-core CPU), and the chat template is compiled (about 10 ms there).
         """
         self.handle.options(method_name="generate")
+        if self.tokenizer.chat_template:
+            with contextlib.suppress(InvalidRequest):
+                apply_chat_template(self.tokenizer, [{"role": "user", "content": "warm up"}])
 
     async def tokenize(self, prompts: list[str | list[int]]) -> list[list[int]]:
         """Each prompt's token ids, tokenized off the event loop (other calls keep going)."""

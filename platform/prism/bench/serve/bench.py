@@ -18,6 +18,7 @@ import secrets
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
+import httpx
 import torch
 from openai import AsyncOpenAI
 
@@ -50,6 +51,14 @@ logger = logging.getLogger(__name__)
 def _openai_client(target: ServeTarget, timeout: float) -> AsyncOpenAI:
     return AsyncOpenAI(
         base_url=target.address, api_key=target.api_key, max_retries=0, timeout=timeout
+    )
+
+
+def _http_client(target: ServeTarget, timeout: float) -> httpx.AsyncClient:
+    """A bare HTTP client on the OpenAI API's base URL, with the API key if there is one."""
+    headers = {"authorization": f"Bearer {target.api_key}"} if target.api_key else {}
+    return httpx.AsyncClient(
+        base_url=target.address.rstrip("/") + "/", headers=headers, timeout=timeout
     )
 
 
@@ -86,7 +95,7 @@ async def _lone_requests(
         return None
     progress(f"lone requests: {count} of about {LONE_PROMPT_WORDS} words, one at a time")
     prompts = lone_prompts(count, secrets.randbits(32))
-    async with _openai_client(target, timeout) as client:
+    async with _http_client(target, timeout) as client:
         return await run_lone_requests(client, model, prompts)
 
 

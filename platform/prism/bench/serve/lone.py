@@ -5,19 +5,20 @@ time to first token as the client sees it. The response's Server-Timing header c
 engine's own TTFT (arrival at the replica to first token): the difference is what the serving
 path costs (HTTP proxy, ingress, routing, the handle call there and back). gRPC replies carry
 no such number, so the phase runs over HTTP only.
+
+The requests go out through a bare HTTP client with each body encoded before the clock
+starts, so the figure holds the server's cost and none of a client library's.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
 
-import openai
-from openai import AsyncOpenAI
+import httpx
 
-from prism.bench.serve.load import cached_tokens
 from prism.bench.serve.prompts import Messages
 from prism.serving.headers import (
     ENGINE_TTFT_METRIC,
@@ -25,9 +26,6 @@ from prism.serving.headers import (
     SERVER_TIMING_HEADER,
     server_timing_seconds,
 )
-
-if TYPE_CHECKING:
-    from openai.types.chat import ChatCompletionMessageParam
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,37 +49,51 @@ class LoneRequest:
         return self.http_ttft_seconds - self.engine_ttft_seconds
 
 
-async def send_lone_request(client: AsyncOpenAI, model: str, messages: Messages) -> LoneRequest:
+def _error_message(response: httpx.Response) -> str:
+    """An error response's message: the OpenAI error body's, else the status line."""
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = response.reason_phrase
+    return f"HTTP {response.status_code}: {message}"
+
+
+async def send_lone_request(
+    client: httpx.AsyncClient, model: str, messages: Messages
+) -> LoneRequest:
     """One greedy, non-streamed chat completion of one token; an error is recorded."""
+    body = json.dumps(
+        {"model": model, "messages": messages, "max_tokens": 1, "temperature": 0.0}
+    ).encode()
+    headers = {"content-type": "application/json"}
     started = time.perf_counter()
     try:
-        raw = await client.chat.completions.with_raw_response.create(
-            model=model,
-            messages=cast("list[ChatCompletionMessageParam]", messages),
-            max_tokens=1,
-            temperature=0.0,
-        )
-    except openai.APIError as error:
-        return LoneRequest(time.perf_counter() - started, None, error=error.message)
+        response = await client.post("chat/completions", content=body, headers=headers)
+    except httpx.HTTPError as error:
+        return LoneRequest(time.perf_counter() - started, None, error=repr(error))
     http_ttft = time.perf_counter() - started
-    usage = raw.parse().usage
+    if response.is_error:
+        return LoneRequest(http_ttft, None, error=_error_message(response))
+    usage = response.json().get("usage") or {}
+    details = usage.get("prompt_tokens_details") or {}
     return LoneRequest(
         http_ttft,
-        server_timing_seconds(raw.headers.get(SERVER_TIMING_HEADER), ENGINE_TTFT_METRIC),
-        prompt_tokens=usage.prompt_tokens if usage else 0,
-        cached_tokens=cached_tokens(usage) if usage else 0,
-        replica=raw.headers.get(REPLICA_HEADER),
+        server_timing_seconds(response.headers.get(SERVER_TIMING_HEADER), ENGINE_TTFT_METRIC),
+        prompt_tokens=usage.get("prompt_tokens", 0),
+        cached_tokens=details.get("cached_tokens") or 0,
+        replica=response.headers.get(REPLICA_HEADER),
     )
 
 
 async def run_lone_requests(
-    client: AsyncOpenAI, model: str, prompts: list[Messages]
+    client: httpx.AsyncClient, model: str, prompts: list[Messages]
 ) -> list[LoneRequest]:
     """Send each prompt once its previous one has answered.
 
-    The client first opens its connection (``GET /v1/models``, which no replica serves), so
-    the first request's time is the server's rather than the connection's.
+    ``client``'s base URL is the OpenAI API's (``.../v1/``). It first opens its connection
+    (``GET models``, which no replica serves), so the first request's time is the server's
+    rather than the connection's.
     """
-    with contextlib.suppress(openai.APIError):  # a server that fails it fails the requests too
-        await client.models.list()
+    with contextlib.suppress(httpx.HTTPError):  # a server that fails it fails the requests too
+        await client.get("models")
     return [await send_lone_request(client, model, messages) for messages in prompts]
