@@ -72,7 +72,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Normalized in fp32, rounded to ``x``'s dtype, then scaled (the order HF uses)."""
-        return self.weight * F.rms_norm(x, (x.shape[-1],), eps=self.eps)
+        return F.rms_norm(x, (x.shape[-1],), eps=self.eps).mul_(self.weight)
 
 
 class Attention(nn.Module):
@@ -148,7 +148,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = linear(x, self.gate_up_weight).chunk(2, dim=-1)
-        return _row_parallel(F.silu(gate) * up, self.down_weight, None, self.group)
+        return _row_parallel(F.silu(gate).mul_(up), self.down_weight, None, self.group)
 
 
 class DecoderLayer(nn.Module):
@@ -179,8 +179,9 @@ class DecoderLayer(nn.Module):
         kv_cache: torch.Tensor,
         batch: AttentionBatch,
     ) -> torch.Tensor:
-        x = x + self.attention(self.input_norm(x), rotation, kv_cache, batch)
-        return x + self.mlp(self.post_attention_norm(x))
+        # The residual stream is this step's own tensor: added to in place.
+        x.add_(self.attention(self.input_norm(x), rotation, kv_cache, batch))
+        return x.add_(self.mlp(self.post_attention_norm(x)))
 
 
 class LlamaModel(nn.Module):

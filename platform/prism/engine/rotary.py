@@ -84,4 +84,5 @@ class Rotation:
         ``x * cos`` plus the halves swapped times ``(-sin, sin)``, the same products and sum
         as the usual ``x * cos + rotate_half(x) * sin``, in fewer operations.
         """
-        return x * self.cos + x.roll(x.shape[-1] // 2, dims=-1) * self.signed_sin
+        rotated = x.roll(x.shape[-1] // 2, dims=-1).mul_(self.signed_sin)
+        return (x * self.cos).add_(rotated)
