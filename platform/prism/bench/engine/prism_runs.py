@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import replace
-from types import TracebackType
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -52,12 +51,7 @@ class PrismContender:
         self.load_seconds = time.perf_counter() - started
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         if self._engine is not None:
             self._engine.close()
             self._engine = None
