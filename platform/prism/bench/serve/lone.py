@@ -18,7 +18,9 @@ import time
 from dataclasses import dataclass
 
 import httpx
+from openai.types import CompletionUsage
 
+from prism.bench.serve.load import cached_tokens
 from prism.bench.serve.prompts import Messages
 from prism.serving.headers import (
     ENGINE_TTFT_METRIC,
@@ -74,13 +76,13 @@ async def send_lone_request(
     http_ttft = time.perf_counter() - started
     if response.is_error:
         return LoneRequest(http_ttft, None, error=_error_message(response))
-    usage = response.json().get("usage") or {}
-    details = usage.get("prompt_tokens_details") or {}
+    usage_body = response.json().get("usage")
+    usage = CompletionUsage.model_validate(usage_body) if usage_body else None
     return LoneRequest(
         http_ttft,
         server_timing_seconds(response.headers.get(SERVER_TIMING_HEADER), ENGINE_TTFT_METRIC),
-        prompt_tokens=usage.get("prompt_tokens", 0),
-        cached_tokens=details.get("cached_tokens") or 0,
+        prompt_tokens=usage.prompt_tokens if usage else 0,
+        cached_tokens=cached_tokens(usage) if usage else 0,
         replica=response.headers.get(REPLICA_HEADER),
     )
 
