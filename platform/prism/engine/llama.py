@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from prism.engine.attention import AttentionBatch, paged_attention, write_kv
-from prism.engine.matmul import linear
+from prism.engine.matmul import linear, pack_weight
 from prism.engine.parallel import TensorParallelGroup
 from prism.engine.rotary import RotaryEmbedding, Rotation
 from prism.models import Checkpoint, ModelConfig
@@ -248,6 +248,15 @@ class LlamaModel(nn.Module):
         ]
         if leftover:
             raise ValueError(f"checkpoint tensors not used by the model: {leftover[:5]}")
+        self._pack_matrices()
+
+    def _pack_matrices(self) -> None:
+        """Lay every projection out once for the GEMM library (the embedding is looked up)."""
+        for module in self.modules():
+            for name, param in list(module.named_parameters(recurse=False)):
+                if param.dim() == 2 and param is not self.embed_weight:
+                    packed = pack_weight(param.data)
+                    setattr(module, name, nn.Parameter(packed, requires_grad=False))
 
     def forward(
         self,

@@ -47,6 +47,21 @@ def _onednn(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) ->
 
 _HAS_ONEDNN = torch.backends.mkldnn.is_available()
 
+PACK_ROWS_HINT = 64
+"""The row count a packed weight's layout is tuned for: a full decode batch."""
+
+
+def pack_weight(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` laid out once in oneDNN's own blocked format, where its fp32 GEMM runs it.
+
+    The GEMM then skips reordering the weight on every call: 13-18% faster at 16-64 rows
+    on the EPYC CPUs measured, the same at 1 and at 2,000 rows, with the same results
+    (``docs/benchmarks.md``). Other weights are returned unchanged.
+    """
+    if not (_HAS_ONEDNN and weight.dtype == torch.float32 and weight.device.type == "cpu"):
+        return weight
+    return torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS_HINT)
+
 
 def _fp32_cpu(x: torch.Tensor, weight: torch.Tensor) -> bool:
     return (
@@ -86,6 +101,8 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     With bf16 weights and fp32 activations the activations are rounded to bf16 for the
     product either way, so widening (see the module's note) changes only the speed.
     """
+    if weight.is_mkldnn:
+        return _onednn(x.to(weight.dtype), weight, bias).to(x.dtype)
     if x.shape[0] >= WIDEN_MIN_ROWS and widens(weight):
         wide_bias = None if bias is None else bias.float()
         wide_x = x.to(weight.dtype).float()
