@@ -10,6 +10,13 @@
 ARG RAY_IMAGE=rayproject/ray:2.60.0-py311-gpu
 FROM ${RAY_IMAGE}
 
+# Prism compiles its CPU kernels on first use, for the node's own CPU: it needs a C++ compiler.
+USER root
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends g++ \
+ && rm -rf /var/lib/apt/lists/*
+USER ray
+
 # Empty: PyPI's torch (a CUDA build on x86-64 Linux).
 ARG TORCH_INDEX_URL=""
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from prism.config import DEPLOYMENTS_DIR
+from prism.engine.cpu_kernels import SOURCE as KERNEL_SOURCE
 
 pytestmark = pytest.mark.slow
 
@@ -133,7 +134,7 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Installe
     return InstalledPrism(venv, site_packages, folder, env, listing(site_packages / "prism"))
 
 
-def test_wheel_ships_the_profiles_and_the_grpc_stubs(wheel: Path) -> None:
+def test_wheel_ships_the_profiles_the_grpc_stubs_and_the_kernel_sources(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
 
     profiles = sorted(path.name for path in DEPLOYMENTS_DIR.glob("*.yaml"))
@@ -143,6 +144,7 @@ def test_wheel_ships_the_profiles_and_the_grpc_stubs(wheel: Path) -> None:
     for stub in STUBS:
         assert f"prism/proto/prism/v1/{stub}" in names
     assert "prism/proto/prism/v1/generation.proto" in names
+    assert f"prism/engine/kernels/{KERNEL_SOURCE.name}" in names
 
 
 def test_installed_metadata_does_not_require_grpcio_tools(installed: InstalledPrism) -> None:

@@ -58,3 +58,22 @@ def test_fp32_products_agree_with_linear_to_rounding() -> None:
     out = matmul.linear(x, weight, bias)
 
     torch.testing.assert_close(out, F.linear(x, weight, bias), rtol=1e-5, atol=1e-5)
+
+
+def test_a_packed_fp32_weight_gives_the_plain_product() -> None:
+    generator = torch.Generator().manual_seed(7)
+    weight = torch.randn(96, 64, generator=generator)
+    bias = torch.randn(96, generator=generator)
+    packed = matmul.pack_weight(weight)
+
+    assert packed.is_mkldnn
+    assert packed.shape == weight.shape
+    for rows in (1, 5, matmul.PACK_ROWS_HINT, 300):
+        x = torch.randn(rows, 64, generator=generator)
+        torch.testing.assert_close(matmul.linear(x, packed, bias), F.linear(x, weight, bias))
+
+
+def test_weights_the_gemm_library_does_not_pack_stay_as_they_are() -> None:
+    weight = torch.randn(96, 64).bfloat16()
+
+    assert matmul.pack_weight(weight) is weight

@@ -1,6 +1,8 @@
-"""Attention over a paged KV cache: the portable backend (block gather + SDPA).
+"""Attention over a paged KV cache.
 
-Decodes (one query token each) run as one padded batch; prefill chunks run one by one,
+Decodes (one query token each) run as one batch: on CPU through Prism's native kernel,
+which reads keys and values in their cache blocks (:mod:`prism.engine.cpu_kernels`),
+elsewhere as a padded batch of gathered blocks through SDPA. Prefill chunks run one by one,
 each attending to its cached prefix and, causally, to itself.
 """
 
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from prism.engine.cpu_kernels import decode_attention, supports_decode_attention
 from prism.engine.matmul import widens
 
 
@@ -29,14 +32,27 @@ class PrefillSpan:
 class AttentionBatch:
     """Where one step's tokens write K/V and what each of them attends to.
 
-    The packed batch holds the decode tokens first, then the prefill chunks.
+    The packed batch holds the decode tokens first, then the prefill chunks. Each decode
+    reads the first ``decode_context_lens[i]`` slots of its row of ``decode_block_tables``
+    (padded with block 0).
     """
 
     slot_mapping: torch.Tensor
     num_decodes: int
     decode_block_tables: torch.Tensor | None
-    decode_mask: torch.Tensor | None
+    decode_context_lens: torch.Tensor | None
     prefills: list[PrefillSpan]
+    decode_mask: torch.Tensor | None = None  # built once, by the first layer that needs it
+
+    def decode_key_mask(self, block_size: int) -> torch.Tensor:
+        """[decodes, 1, 1, table slots]: which slots of its padded table each decode reads."""
+        tables, lengths = self.decode_block_tables, self.decode_context_lens
+        if tables is None or lengths is None:
+            raise ValueError("the step has no decodes")
+        if self.decode_mask is None:
+            slots = torch.arange(tables.shape[1] * block_size, device=tables.device)
+            self.decode_mask = (slots[None, :] < lengths[:, None])[:, None, None, :]
+        return self.decode_mask
 
 
 def write_kv(
@@ -114,12 +130,18 @@ def paged_attention(
 ) -> torch.Tensor:
     """Attention output [tokens, heads, head_dim] for the packed ``query`` [tokens, heads, dim]."""
     out = torch.empty_like(query)
-    tables, mask = batch.decode_block_tables, batch.decode_mask
-    if tables is not None and mask is not None:  # the step has decodes
-        keys = _gather(k_cache, tables)
-        values = _gather(v_cache, tables)
-        decode = _decode_attention_cpu if query.device.type == "cpu" else _decode_attention_sdpa
-        out[: batch.num_decodes] = decode(query[: batch.num_decodes], keys, values, mask)
+    tables, lengths = batch.decode_block_tables, batch.decode_context_lens
+    if tables is not None and lengths is not None:  # the step has decodes
+        decodes = query[: batch.num_decodes]
+        if supports_decode_attention(k_cache):
+            out[: batch.num_decodes] = decode_attention(decodes, k_cache, v_cache, tables, lengths)
+        else:
+            keys = _gather(k_cache, tables)
+            values = _gather(v_cache, tables)
+            mask = batch.decode_key_mask(k_cache.shape[2])
+            on_cpu = query.device.type == "cpu"
+            decode = _decode_attention_cpu if on_cpu else _decode_attention_sdpa
+            out[: batch.num_decodes] = decode(decodes, keys, values, mask)
     for span in batch.prefills:
         rows = slice(span.query_start, span.query_start + span.query_len)
         q = query[rows].transpose(0, 1).unsqueeze(0)

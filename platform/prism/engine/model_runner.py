@@ -168,12 +168,12 @@ class ModelRunner:
             slot_mapping=self._tensor(step.slots),
             num_decodes=step.num_decodes,
             decode_block_tables=None,
-            decode_mask=None,
+            decode_context_lens=None,
             prefills=[self._prefill_span(prefill) for prefill in step.prefills],
         )
         if step.num_decodes:
             batch.decode_block_tables = self._tensor(step.decode_tables)
-            batch.decode_mask = self._decode_mask(step)
+            batch.decode_context_lens = self._tensor(step.decode_context_lens)
         hidden = self.model(
             self._tensor(step.token_ids), self._tensor(step.positions), self.kv_caches, batch
         )
@@ -181,12 +181,6 @@ class ModelRunner:
 
     def _tensor(self, values: list[int] | list[list[int]]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long, device=self.device)
-
-    def _decode_mask(self, step: StepInput) -> torch.Tensor:
-        width = len(step.decode_tables[0])
-        key_positions = torch.arange(width * self.block_size, device=self.device)
-        mask = key_positions[None, :] < self._tensor(step.decode_context_lens)[:, None]
-        return mask[:, None, None, :]
 
     def _prefill_span(self, prefill: PrefillInput) -> PrefillSpan:
         start = prefill.context_len - prefill.query_len

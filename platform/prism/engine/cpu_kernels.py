@@ -1,0 +1,179 @@
+"""Prism's native CPU kernels: C++ sources built once per machine and loaded with ctypes.
+
+The library is compiled on first use with the system C++ compiler (``$CXX``, else ``g++``)
+for the CPU it runs on, into Prism's cache folder under a name that hashes the source, the
+flags, the compiler and the CPU's flags; processes that start together race harmlessly (each
+builds into its own file and renames it in place). Where no compiler is found, or
+``PRISM_NATIVE_KERNELS=0``, :func:`native_kernels` returns None and callers keep their torch
+path.
+
+The kernel is compiled with ``-ffast-math`` (for vectorised ``exp`` and reductions) but linked
+without it, so loading it never switches the process's floating-point modes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+from prism.models import cache_dir
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).with_name("kernels") / "paged_decode_attention.cpp"
+COMPILE_FLAGS = ("-O3", "-std=c++17", "-fPIC", "-fopenmp", "-march=native", "-ffast-math")
+LINK_FLAGS = ("-shared", "-fopenmp", "-lmvec")
+DISABLE_ENV = "PRISM_NATIVE_KERNELS"
+"""Set to ``0`` to run every kernel's torch path instead."""
+
+_POINTER = ctypes.c_void_p
+_INT64 = ctypes.c_int64
+_DECODE_ARGS = [_POINTER] * 6 + [_INT64] * 7 + [ctypes.c_float, ctypes.c_int]
+
+
+def _cpu_flags() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _library_name(compiler: str) -> str:
+    version = subprocess.run(
+        [compiler, "--version"], capture_output=True, text=True, check=True
+    ).stdout
+    digest = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), " ".join(COMPILE_FLAGS + LINK_FLAGS).encode()):
+        digest.update(part)
+    for text in (version, platform.machine(), _cpu_flags()):
+        digest.update(text.encode())
+    return f"prism_kernels_{digest.hexdigest()[:20]}.so"
+
+
+def _build(compiler: str, target: Path) -> None:
+    """Compile, then link without ``-ffast-math`` (whose start-up code would flush denormals)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
+        obj = Path(scratch) / "kernels.o"
+        built = Path(scratch) / target.name
+        subprocess.run(
+            [compiler, *COMPILE_FLAGS, "-c", str(SOURCE), "-o", str(obj)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        subprocess.run(
+            [compiler, str(obj), *LINK_FLAGS, "-o", str(built)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        os.replace(built, target)
+
+
+@functools.cache
+def native_kernels() -> ctypes.CDLL | None:
+    """The loaded kernel library, built first if this machine has none yet; None if off."""
+    if os.environ.get(DISABLE_ENV, "1") == "0":
+        return None
+    compiler = shutil.which(os.environ.get("CXX", "g++"))
+    if compiler is None:
+        logger.warning("no C++ compiler found: Prism's CPU kernels fall back to torch")
+        return None
+    target = cache_dir() / "kernels" / _library_name(compiler)
+    if not target.exists():
+        try:
+            _build(compiler, target)
+        except subprocess.CalledProcessError as error:
+            logger.warning("building Prism's CPU kernels failed:\n%s", error.stderr)
+            return None
+    library = ctypes.CDLL(str(target))
+    for name in ("prism_decode_attention_f32", "prism_decode_attention_bf16"):
+        function = getattr(library, name)
+        function.argtypes = _DECODE_ARGS
+        function.restype = ctypes.c_int
+    return library
+
+
+_DECODE_FUNCTIONS = {
+    torch.float32: "prism_decode_attention_f32",
+    torch.bfloat16: "prism_decode_attention_bf16",
+}
+
+
+def supports_decode_attention(cache: torch.Tensor) -> bool:
+    """Whether :func:`decode_attention` runs for this layer cache (CPU, fp32 or bf16)."""
+    return (
+        cache.device.type == "cpu"
+        and cache.dtype in _DECODE_FUNCTIONS
+        and cache.is_contiguous()
+        and native_kernels() is not None
+    )
+
+
+def decode_attention(
+    query: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+) -> torch.Tensor:
+    """Attention of one query token per sequence over its cached keys and values, in place.
+
+    ``query`` [seqs, heads, dim]; ``k_cache``/``v_cache`` [kv_heads, blocks, block_size,
+    dim]; ``block_tables`` [seqs, width] int64; ``context_lens`` [seqs] int64. Returns
+    [seqs, heads, dim] in the query's dtype, computed in fp32. Check
+    :func:`supports_decode_attention` first.
+    """
+    library = native_kernels()
+    if library is None:
+        raise RuntimeError("Prism's CPU kernels are not available")
+    num_seqs, num_heads, head_dim = query.shape
+    num_kv_heads, num_blocks, block_size, cache_dim = k_cache.shape
+    if (v_cache.shape, v_cache.dtype) != (k_cache.shape, k_cache.dtype) or cache_dim != head_dim:
+        raise ValueError("decode attention: query, key and value caches do not match")
+    if not (k_cache.is_contiguous() and v_cache.is_contiguous()):
+        raise ValueError("decode attention: the caches must be contiguous")
+    if (
+        block_tables.dim() != 2
+        or block_tables.shape[0] != num_seqs
+        or context_lens.shape != (num_seqs,)
+    ):
+        raise ValueError("decode attention: one block table and context length per sequence")
+    wide_query = query.float().contiguous()
+    out = torch.empty_like(wide_query)
+    tables = block_tables.to(torch.int64).contiguous()
+    lengths = context_lens.to(torch.int64).contiguous()
+    status = getattr(library, _DECODE_FUNCTIONS[k_cache.dtype])(
+        wide_query.data_ptr(),
+        k_cache.data_ptr(),
+        v_cache.data_ptr(),
+        tables.data_ptr(),
+        lengths.data_ptr(),
+        out.data_ptr(),
+        num_seqs,
+        num_heads,
+        num_kv_heads,
+        head_dim,
+        num_blocks,
+        block_size,
+        tables.shape[1],
+        head_dim**-0.5,
+        torch.get_num_threads(),
+    )
+    if status != 0:
+        raise ValueError("decode attention: a context length or block id is out of range")
+    return out.to(query.dtype)
