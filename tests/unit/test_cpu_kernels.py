@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -107,6 +108,26 @@ def test_out_of_range_blocks_or_lengths_are_refused(
 
     with pytest.raises(ValueError, match="out of range"):
         cpu_kernels.decode_attention(query, k_cache, v_cache, tables, lengths)
+
+
+@pytest.mark.parametrize(
+    "compiler", ["prism-no-such-compiler", "false"], ids=["missing", "failing"]
+)
+def test_without_a_working_compiler_decodes_run_on_torch(
+    compiler: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("CXX", compiler)
+    monkeypatch.setenv("PRISM_CACHE_DIR", str(tmp_path))
+    cpu_kernels.native_kernels.cache_clear()
+    try:
+        query, *step = _decode_step(torch.float32, LENGTHS)
+        assert not cpu_kernels.supports_decode_attention(step[0])
+        expected = _attend(query, *step)
+    finally:
+        monkeypatch.undo()
+        cpu_kernels.native_kernels.cache_clear()
+
+    torch.testing.assert_close(_attend(query, *step), expected, atol=1e-6, rtol=1e-6)
 
 
 def test_loading_the_kernels_keeps_denormal_floats() -> None:

@@ -84,6 +84,18 @@ def _build(compiler: str, target: Path) -> None:
         os.replace(built, target)
 
 
+def _load(compiler: str) -> ctypes.CDLL:
+    target = cache_dir() / "kernels" / _library_name(compiler)
+    if not target.exists():
+        _build(compiler, target)
+    library = ctypes.CDLL(str(target))
+    for name in ("prism_decode_attention_f32", "prism_decode_attention_bf16"):
+        function = getattr(library, name)
+        function.argtypes = _DECODE_ARGS
+        function.restype = ctypes.c_int
+    return library
+
+
 @functools.cache
 def native_kernels() -> ctypes.CDLL | None:
     """The loaded kernel library, built first if this machine has none yet; None if off."""
@@ -93,19 +105,15 @@ def native_kernels() -> ctypes.CDLL | None:
     if compiler is None:
         logger.warning("no C++ compiler found: Prism's CPU kernels fall back to torch")
         return None
-    target = cache_dir() / "kernels" / _library_name(compiler)
-    if not target.exists():
-        try:
-            _build(compiler, target)
-        except subprocess.CalledProcessError as error:
-            logger.warning("building Prism's CPU kernels failed:\n%s", error.stderr)
-            return None
-    library = ctypes.CDLL(str(target))
-    for name in ("prism_decode_attention_f32", "prism_decode_attention_bf16"):
-        function = getattr(library, name)
-        function.argtypes = _DECODE_ARGS
-        function.restype = ctypes.c_int
-    return library
+    try:
+        return _load(compiler)
+    except subprocess.CalledProcessError as error:
+        logger.warning("building Prism's CPU kernels failed, torch runs instead:\n%s", error.stderr)
+    except OSError as error:
+        logger.warning(
+            "Prism's CPU kernels could not be built or loaded, torch runs instead: %s", error
+        )
+    return None
 
 
 _DECODE_FUNCTIONS = {
