@@ -130,6 +130,14 @@ def test_without_a_working_compiler_decodes_run_on_torch(
     torch.testing.assert_close(_attend(query, *step), expected, atol=1e-6, rtol=1e-6)
 
 
+def test_caches_of_another_dtype_are_refused() -> None:
+    query, k_cache, v_cache, tables, lengths = _decode_step(torch.float16, LENGTHS)
+
+    assert not cpu_kernels.supports_decode_attention(k_cache)
+    with pytest.raises(ValueError, match="fp32 or bf16"):
+        cpu_kernels.decode_attention(query, k_cache, v_cache, tables, lengths)
+
+
 def test_loading_the_kernels_keeps_denormal_floats() -> None:
     assert cpu_kernels.native_kernels() is not None
     tiny = torch.tensor([1e-40], dtype=torch.float32)

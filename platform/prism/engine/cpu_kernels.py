@@ -139,7 +139,7 @@ def decode_attention(
     block_tables: torch.Tensor,
     context_lens: torch.Tensor,
 ) -> torch.Tensor:
-    """Attention of one query token per sequence over its cached keys and values, in place.
+    """Attention of one query token per sequence over its keys and values, read in the cache.
 
     ``query`` [seqs, heads, dim]; ``k_cache``/``v_cache`` [kv_heads, blocks, block_size,
     dim]; ``block_tables`` [seqs, width] int64; ``context_lens`` [seqs] int64. Returns
@@ -149,6 +149,10 @@ def decode_attention(
     library = native_kernels()
     if library is None:
         raise RuntimeError("Prism's CPU kernels are not available")
+    function_name = _DECODE_FUNCTIONS.get(k_cache.dtype)
+    tensors = (query, k_cache, v_cache, block_tables, context_lens)
+    if function_name is None or any(tensor.device.type != "cpu" for tensor in tensors):
+        raise ValueError("decode attention: CPU tensors and fp32 or bf16 caches only")
     num_seqs, num_heads, head_dim = query.shape
     num_kv_heads, num_blocks, block_size, cache_dim = k_cache.shape
     if (v_cache.shape, v_cache.dtype) != (k_cache.shape, k_cache.dtype) or cache_dim != head_dim:
@@ -165,7 +169,7 @@ def decode_attention(
     out = torch.empty_like(wide_query)
     tables = block_tables.to(torch.int64).contiguous()
     lengths = context_lens.to(torch.int64).contiguous()
-    status = getattr(library, _DECODE_FUNCTIONS[k_cache.dtype])(
+    status = getattr(library, function_name)(
         wide_query.data_ptr(),
         k_cache.data_ptr(),
         v_cache.data_ptr(),
