@@ -33,28 +33,36 @@ struct Shape {
   int64_t table_width;
 };
 
-// Attention of one sequence's query heads that share KV head `kv_head`.
+// Calls visit(t, row) for each of a sequence's first `length` cached rows, in order,
+// following its block table.
+template <typename Cache, typename Visit>
+void for_each_row(const Cache* cache, const int64_t* table, int64_t length, const Shape& shape,
+                  Visit visit) {
+  const int64_t block_size = shape.block_size;
+  for (int64_t start = 0; start < length; start += block_size) {
+    const Cache* block = cache + table[start / block_size] * block_size * shape.head_dim;
+    const int64_t rows = std::min(block_size, length - start);
+    for (int64_t row = 0; row < rows; ++row) visit(start + row, block + row * shape.head_dim);
+  }
+}
+
+// Attention of one sequence's query heads that share one KV head, whose cache rows start at
+// `keys` and `values`.
 // `scores` holds [group, length] floats.
 template <typename Cache>
 void attend(const float* query, const Cache* keys, const Cache* values, const int64_t* table,
             int64_t length, const Shape& shape, float scale, float* scores, float* out) {
   const int64_t group = shape.num_heads / shape.num_kv_heads;
   const int64_t dim = shape.head_dim;
-  const int64_t block_size = shape.block_size;
-  for (int64_t start = 0; start < length; start += block_size) {
-    const Cache* block = keys + table[start / block_size] * block_size * dim;
-    const int64_t rows = std::min(block_size, length - start);
-    for (int64_t row = 0; row < rows; ++row) {
-      const Cache* key = block + row * dim;
-      for (int64_t head = 0; head < group; ++head) {
-        const float* q = query + head * dim;
-        float dot = 0.0f;
+  for_each_row(keys, table, length, shape, [&](int64_t t, const Cache* key) {
+    for (int64_t head = 0; head < group; ++head) {
+      const float* q = query + head * dim;
+      float dot = 0.0f;
 #pragma omp simd reduction(+ : dot)
-        for (int64_t d = 0; d < dim; ++d) dot += q[d] * widen(key[d]);
-        scores[head * length + start + row] = dot * scale;
-      }
+      for (int64_t d = 0; d < dim; ++d) dot += q[d] * widen(key[d]);
+      scores[head * length + t] = dot * scale;
     }
-  }
+  });
   for (int64_t head = 0; head < group; ++head) {
     float* row = scores + head * length;
     float peak = row[0];
@@ -70,19 +78,14 @@ void attend(const float* query, const Cache* keys, const Cache* values, const in
     for (int64_t t = 0; t < length; ++t) row[t] *= inverse;
   }
   std::memset(out, 0, sizeof(float) * group * dim);
-  for (int64_t start = 0; start < length; start += block_size) {
-    const Cache* block = values + table[start / block_size] * block_size * dim;
-    const int64_t rows = std::min(block_size, length - start);
-    for (int64_t row = 0; row < rows; ++row) {
-      const Cache* value = block + row * dim;
-      for (int64_t head = 0; head < group; ++head) {
-        const float weight = scores[head * length + start + row];
-        float* o = out + head * dim;
+  for_each_row(values, table, length, shape, [&](int64_t t, const Cache* value) {
+    for (int64_t head = 0; head < group; ++head) {
+      const float weight = scores[head * length + t];
+      float* o = out + head * dim;
 #pragma omp simd
-        for (int64_t d = 0; d < dim; ++d) o[d] += weight * widen(value[d]);
-      }
+      for (int64_t d = 0; d < dim; ++d) o[d] += weight * widen(value[d]);
     }
-  }
+  });
 }
 
 // Whether every block a sequence reads is inside the cache: 0 if so, else -1.
