@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
+from prism.engine import cpu_kernels
 from prism.models import ResolvedModel, load_tokenizer, resolve_model
 from support.models import TINY_SHAPE, ReferenceModel
 
@@ -41,3 +43,13 @@ def smollm2(smollm2_files: ResolvedModel) -> ReferenceModel:
 @pytest.fixture(scope="session")
 def smollm2_tokenizer(smollm2_files: ResolvedModel):
     return load_tokenizer(smollm2_files.path)
+
+
+@pytest.fixture
+def torch_path_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Native kernels switched off (``PRISM_NATIVE_KERNELS=0``) for the test's duration."""
+    monkeypatch.setenv(cpu_kernels.DISABLE_ENV, "0")
+    cpu_kernels.native_kernels.cache_clear()
+    yield
+    monkeypatch.undo()
+    cpu_kernels.native_kernels.cache_clear()

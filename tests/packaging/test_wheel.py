@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from prism.config import DEPLOYMENTS_DIR
-from prism.engine.cpu_kernels import SOURCE as KERNEL_SOURCE
+from prism.engine.cpu_kernels import SOURCES as KERNEL_SOURCES
 
 pytestmark = pytest.mark.slow
 
@@ -144,7 +144,8 @@ def test_wheel_ships_the_profiles_the_grpc_stubs_and_the_kernel_sources(wheel: P
     for stub in STUBS:
         assert f"prism/proto/prism/v1/{stub}" in names
     assert "prism/proto/prism/v1/generation.proto" in names
-    assert f"prism/engine/kernels/{KERNEL_SOURCE.name}" in names
+    for source in KERNEL_SOURCES:
+        assert f"prism/engine/kernels/{source.name}" in names
 
 
 def test_installed_metadata_does_not_require_grpcio_tools(installed: InstalledPrism) -> None:

@@ -21,3 +21,17 @@ def generate_alone(
         for output in engine.step():
             tokens.extend(output.new_token_ids)
     return tokens
+
+
+def run_staggered(engine: LLMEngine, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
+    """Submit a few prompts per step, so requests join a batch that is already decoding."""
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
+    outputs: dict[str, list[int]] = {str(i): [] for i in range(len(prompts))}
+    pending = list(enumerate(prompts))
+    while pending or engine.has_unfinished_requests():
+        for index, prompt in pending[:3]:
+            engine.add_request(str(index), prompt, params)
+        pending = pending[3:]
+        for output in engine.step():
+            outputs[output.request_id].extend(output.new_token_ids)
+    return [outputs[str(i)] for i in range(len(prompts))]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,16 +15,6 @@ from support.models import ReferenceModel, random_prompts
 BLOCK_SIZE = 4
 NUM_BLOCKS = 40
 HEADS, KV_HEADS, HEAD_DIM = 6, 2, 16
-
-
-@pytest.fixture
-def torch_path_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Native kernels switched off (``PRISM_NATIVE_KERNELS=0``) for the test's duration."""
-    monkeypatch.setenv(cpu_kernels.DISABLE_ENV, "0")
-    cpu_kernels.native_kernels.cache_clear()
-    yield
-    monkeypatch.undo()
-    cpu_kernels.native_kernels.cache_clear()
 
 
 def _decode_step(dtype: torch.dtype, lengths: list[int]) -> tuple[torch.Tensor, ...]:

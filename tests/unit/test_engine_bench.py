@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -110,6 +111,19 @@ def test_a_mixed_precision_run_is_labelled_as_an_extra() -> None:
     assert "Prism/HF" in report
 
 
+def test_a_quantized_run_is_labelled_and_reports_its_weight_bytes() -> None:
+    hf = dataclasses.replace(_engine([5.0, 6.0, 7.0], step=0.2), weight_bytes=400 << 20)
+    prism = dataclasses.replace(_engine([10.0, 12.0, 11.0], step=0.1), weight_bytes=100 << 20)
+    result = dataclasses.replace(_result(hf), prism=prism, prism_quantization="int8")
+
+    report = format_report(result)
+
+    assert "QUANTIZED (an extra, not like for like): Prism's matrices int8" in report
+    weights = next(line for line in report.splitlines() if line.startswith("weights MiB"))
+    assert weights.split()[2:] == ["100.0", "400.0", "0.25x"]
+    assert to_json(result)["ratio_prism_over_hf"]["weight_bytes"] == pytest.approx(0.25)
+
+
 def test_the_json_record_keeps_every_run_and_the_summary() -> None:
     record = json.loads(json.dumps(to_json(_result(_engine([5.0, 6.0, 7.0], step=0.2)))))
 
@@ -128,6 +142,7 @@ class _Recorder:
         self.name = name
         self.log = log
         self.load_seconds = 0.5
+        self.weight_bytes = 1 << 20
 
     def warm_up(self) -> None:
         self.log.append(f"{self.name} warm-up")

@@ -8,27 +8,13 @@ from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCau
 
 from prism.engine import LLMEngine, SamplingParams
 from prism.models import apply_chat_template
-from support.engines import engine_config
+from support.engines import engine_config, run_staggered
 from support.models import LLAMA3_ROPE, TINY_SHAPE, ReferenceModel, random_prompts
 from support.parity import assert_greedy_parity
 
 MAX_NEW_TOKENS = 24
 GREEDY_ANSWER = SamplingParams(max_tokens=24, temperature=0.0)
 PROMPT_LENGTHS = [1, 2, 3, 5, 8, 13, 15, 16, 17, 21, 31, 32, 33, 47, 64, 90]
-
-
-def run_staggered(engine: LLMEngine, prompts: list[list[int]], max_tokens: int) -> list[list[int]]:
-    """Submit a few prompts per step, so requests join a batch that is already decoding."""
-    params = SamplingParams(max_tokens=max_tokens, temperature=0.0)
-    outputs: dict[str, list[int]] = {str(i): [] for i in range(len(prompts))}
-    pending = list(enumerate(prompts))
-    while pending or engine.has_unfinished_requests():
-        for index, prompt in pending[:3]:
-            engine.add_request(str(index), prompt, params)
-        pending = pending[3:]
-        for output in engine.step():
-            outputs[output.request_id].extend(output.new_token_ids)
-    return [outputs[str(i)] for i in range(len(prompts))]
 
 
 TINY_SCENARIOS = {

@@ -56,6 +56,8 @@ def _run_bench_engine(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         weight_dtype=args.weight_dtype,
         threads=args.threads,
+        quantization=args.quantization or "none",
+        quantization_group_size=args.quantization_group_size,
         tensor_parallel_size=args.tensor_parallel_size,
         repeats=args.repeats,
         with_hf=not args.skip_hf,

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 ENGINE_DEFAULTS = EngineSettings()
 DTYPES: tuple[str, ...] = get_args(EngineSettings.model_fields["dtype"].annotation)
+QUANTIZATIONS: tuple[str, ...] = get_args(EngineSettings.model_fields["quantization"].annotation)
 
 
 def _cuda_available() -> bool:
@@ -30,6 +31,32 @@ def device_type(text: str) -> str:
     if text.startswith("cuda") and not _cuda_available():
         raise argparse.ArgumentTypeError("CUDA is not available on this machine")
     return text
+
+
+def add_quantization_options(parser: argparse.ArgumentParser) -> None:
+    """``--quantization`` and ``--quantization-group-size`` (absent: the config's)."""
+    parser.add_argument(
+        "--quantization",
+        choices=QUANTIZATIONS,
+        help="quantize the matrices at load, weight-only (default: none; a bench's HF "
+        "baseline stays in --dtype; see docs/quantization.md)",
+    )
+    parser.add_argument(
+        "--quantization-group-size",
+        type=at_least(8),
+        metavar="N",
+        help="columns per scale (default: a row for int8, 32 for int4)",
+    )
+
+
+def quantization_settings(args: argparse.Namespace) -> dict[str, object]:
+    """The engine settings the quantization options set (none when they are absent)."""
+    settings: dict[str, object] = {}
+    if args.quantization is not None:
+        settings["quantization"] = args.quantization
+    if args.quantization_group_size is not None:
+        settings["quantization_group_size"] = args.quantization_group_size
+    return settings
 
 
 def engine_options() -> argparse.ArgumentParser:
@@ -52,6 +79,7 @@ def engine_options() -> argparse.ArgumentParser:
         default=ENGINE_DEFAULTS.dtype,
         help="weights and KV dtype (default: %(default)s)",
     )
+    add_quantization_options(options)
     options.add_argument(
         "--threads",
         type=at_least(1),
@@ -72,10 +100,13 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
     """The engine settings the engine options ask for, the rest at their defaults."""
     from prism.engine import EngineConfig
 
-    settings = EngineSettings(
-        device=args.device,
-        dtype=args.dtype,
-        num_threads=args.threads,
-        tensor_parallel_size=args.tensor_parallel_size,
+    settings = EngineSettings.model_validate(
+        {
+            "device": args.device,
+            "dtype": args.dtype,
+            "num_threads": args.threads,
+            "tensor_parallel_size": args.tensor_parallel_size,
+            **quantization_settings(args),
+        }
     )
     return EngineConfig(**settings.model_dump())

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from prism.cli.engine_options import add_quantization_options, quantization_settings
 from prism.cli.options import AddParser
 from prism.config import DEFAULT_PROFILE, PlatformConfig, load_config
 
@@ -30,6 +31,7 @@ def add_serve(add_parser: AddParser, parents: list[argparse.ArgumentParser]) -> 
     parser.add_argument("--host", help="HTTP bind address (overrides the profile)")
     parser.add_argument("--port", type=int, help="HTTP port (overrides the profile)")
     parser.add_argument("--grpc-port", type=int, help="gRPC port (overrides the profile)")
+    add_quantization_options(parser)
     parser.add_argument(
         "--ray-address", help="join this Ray cluster (default: $RAY_ADDRESS, else start one)"
     )
@@ -45,8 +47,14 @@ def _serve_config(args: argparse.Namespace) -> PlatformConfig:
     }
     redis = {"url": args.redis_url} if args.redis_url else {}
     grpc = {"port": args.grpc_port} if args.grpc_port is not None else {}
+    quantization = quantization_settings(args)
+    models = [
+        model.model_copy(update={"engine": model.engine.model_copy(update=quantization)})
+        for model in config.models
+    ]
     return config.model_copy(
         update={
+            "models": models,
             "http": config.http.model_copy(update=http),
             "grpc": config.grpc.model_copy(update=grpc),
             "redis": config.redis.model_copy(update=redis),

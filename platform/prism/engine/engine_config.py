@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prism.models.quantized import QUANTIZATION_MODES
+
 
 @dataclass(slots=True, kw_only=True)
 class EngineConfig:
@@ -20,6 +22,9 @@ class EngineConfig:
     ``weight_dtype`` (None: as ``dtype``) stores the matrices in another dtype: on a CPU with
     native bf16 (AVX512-BF16, AMX), ``dtype="float32", weight_dtype="bfloat16"`` runs the
     matrix products in bf16 and everything else (norms, attention, KV cache) in fp32.
+    ``quantization`` (``none``, ``int8``, ``int4``) quantizes the matrices at load, with
+    ``quantization_group_size`` columns per scale (None: the mode's default); see
+    ``prism.models.quantized``.
     ``step_timeout_s``: a step running longer marks the engine dead (:class:`AsyncEngine`).
     ``fault_injection`` lets ``inject_step_fault`` fail the next step (chaos tests only).
     ``warmup``: the serving layer runs :meth:`LLMEngine.warm_up` before a replica is ready.
@@ -33,6 +38,8 @@ class EngineConfig:
     device: str
     dtype: str
     weight_dtype: str | None
+    quantization: str
+    quantization_group_size: int | None
     kv_cache_bytes: int
     gpu_memory_utilization: float
     num_kv_blocks: int | None
@@ -52,5 +59,7 @@ class EngineConfig:
             raise ValueError("num_kv_blocks must be at least 1")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError("gpu_memory_utilization must be in (0, 1]")
+        if self.quantization not in QUANTIZATION_MODES:
+            raise ValueError(f"quantization must be one of {', '.join(QUANTIZATION_MODES)}")
         if self.step_timeout_s <= 0:
             raise ValueError("step_timeout_s must be positive")

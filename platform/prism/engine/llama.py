@@ -6,10 +6,15 @@ computed only for the rows that sample.
 Under tensor parallelism (Megatron layout) each rank holds a slice of every matrix: q/k/v
 and gate/up by output rows (its heads, its part of the MLP), o and down by input columns
 (summed over the ranks), the embedding and LM head by vocabulary rows.
+
+With a :class:`QuantizationSpec` every matrix, the embedding and the LM head included, is
+quantized as soon as its layer is loaded, so loading never holds more than one layer in
+full precision beside the quantized ones.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import cast
 
 import torch
@@ -17,10 +22,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from prism.engine.attention import AttentionBatch, paged_attention, write_kv
-from prism.engine.matmul import linear, pack_weight
+from prism.engine.matmul import Weight, linear, pack_weight
 from prism.engine.parallel import TensorParallelGroup
 from prism.engine.rotary import RotaryEmbedding, Rotation
 from prism.models import Checkpoint, ModelConfig
+from prism.models.quantized import QuantizationSpec, QuantizedMatrix
 
 OUTPUT_DIM = 0
 """A weight's output-feature dimension (its rows): column-parallel layers split it."""
@@ -34,7 +40,7 @@ def _param(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> 
 
 def _row_parallel(
     x: torch.Tensor,
-    weight: torch.Tensor,
+    weight: Weight,
     bias: torch.Tensor | None,
     group: TensorParallelGroup,
 ) -> torch.Tensor:
@@ -200,26 +206,31 @@ class LlamaModel(nn.Module):
         device: torch.device,
         weight_dtype: torch.dtype | None = None,
         group: TensorParallelGroup | None = None,
+        quantization: QuantizationSpec | None = None,
     ) -> None:
         super().__init__()
         if config.mlp_bias:
             raise ValueError("MLP biases are not supported")
         self.config = config
+        self.quantization = quantization
         self.group = group or TensorParallelGroup(device=device)
         self.vocab_part = -(-config.vocab_size // self.group.size)
         self.vocab_start = self.group.rank * self.vocab_part
         weight_dtype = weight_dtype or dtype
-        self.embed_weight = _param((self.vocab_part, config.hidden_size), weight_dtype, device)
+        self.embed_weight: Weight = _param(
+            (self.vocab_part, config.hidden_size), weight_dtype, device
+        )
         self.layers = nn.ModuleList(
             DecoderLayer(config, dtype, weight_dtype, device, self.group)
             for _ in range(config.num_layers)
         )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
         # The LM head stays in the activations' dtype: bf16 logits would round away the
-        # margins that greedy decisions depend on.
-        self.lm_head_weight = (
+        # margins that greedy decisions depend on. Quantized, a tied head stays tied.
+        shares_embedding = weight_dtype == dtype or quantization is not None
+        self.lm_head_weight: Weight = (
             self.embed_weight
-            if config.tie_word_embeddings and weight_dtype == dtype
+            if config.tie_word_embeddings and shares_embedding
             else _param((self.vocab_part, config.hidden_size), dtype, device)
         )
         self.rotary = RotaryEmbedding(
@@ -231,16 +242,18 @@ class LlamaModel(nn.Module):
         """Copy in this rank's part of a Hugging Face checkpoint's tensors."""
         loader = _Loader(checkpoint, self.group)
         embeddings = "model.embed_tokens.weight"
-        loader.fill(self.embed_weight, embeddings, OUTPUT_DIM)
+        embed_weight = cast(torch.Tensor, self.embed_weight)
+        loader.fill(embed_weight, embeddings, OUTPUT_DIM)
         for index, layer in enumerate(self.layers):
             cast(DecoderLayer, layer).load(loader, f"model.layers.{index}")
+            self._prepare_matrices(layer.modules())
         loader.fill(self.norm.weight, "model.norm.weight")
         tied = self.config.tie_word_embeddings
         head = embeddings if tied else "lm_head.weight"
         if self.lm_head_weight is not self.embed_weight:
             if head not in checkpoint:
                 raise ValueError("checkpoint has no lm_head.weight and does not tie embeddings")
-            loader.fill(self.lm_head_weight, head, OUTPUT_DIM)
+            loader.fill(cast(torch.Tensor, self.lm_head_weight), head, OUTPUT_DIM)
         leftover = [
             name
             for name in checkpoint.unread()
@@ -248,15 +261,39 @@ class LlamaModel(nn.Module):
         ]
         if leftover:
             raise ValueError(f"checkpoint tensors not used by the model: {leftover[:5]}")
-        self._pack_matrices()
+        self._prepare_matrices([self])
 
-    def _pack_matrices(self) -> None:
-        """Lay every projection out once for the GEMM library (the embedding is looked up)."""
-        for module in self.modules():
+    def _prepare_matrices(self, modules: Iterable[nn.Module]) -> None:
+        """Quantize the modules' own matrices, or lay them out once for the GEMM library."""
+        for module in modules:
             for name, param in list(module.named_parameters(recurse=False)):
-                if param.dim() == 2 and param is not self.embed_weight:
+                if param.dim() != 2:
+                    continue
+                if self.quantization is not None:
+                    self._quantize(module, name, self.quantization.quantize(param.data))
+                elif param is not self.embed_weight:  # looked up, not multiplied
                     packed = pack_weight(param.data)
                     setattr(module, name, nn.Parameter(packed, requires_grad=False))
+
+    def _quantize(self, module: nn.Module, name: str, matrix: QuantizedMatrix) -> None:
+        """Put ``matrix`` in place of the parameter ``name`` (and of a head tied to it)."""
+        tied_head = module is self and self.lm_head_weight is self.embed_weight
+        delattr(module, name)
+        setattr(module, name, matrix)
+        if tied_head and name == "embed_weight":
+            delattr(self, "lm_head_weight")
+            self.lm_head_weight = matrix
+
+    def weight_bytes(self) -> int:
+        """Bytes this rank's weights take, quantized matrices at their stored size."""
+        tensors = sum(p.numel() * p.element_size() for p in self.parameters())  # tied: once
+        matrices = {
+            id(value): value.nbytes
+            for module in self.modules()
+            for value in vars(module).values()
+            if isinstance(value, QuantizedMatrix)
+        }
+        return tensors + sum(matrices.values())
 
     def forward(
         self,
@@ -274,13 +311,18 @@ class LlamaModel(nn.Module):
 
     def _embed(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Embedding rows; each rank looks up the ids of its vocabulary part, summed."""
-        dtype = self.rotary.cos.dtype
         if self.group.size == 1:
-            return F.embedding(input_ids, self.embed_weight).to(dtype)
+            return self._embedding_rows(input_ids)
         local = input_ids - self.vocab_start
         outside = (local < 0) | (local >= self.vocab_part)
-        rows = F.embedding(local.masked_fill(outside, 0), self.embed_weight).to(dtype)
+        rows = self._embedding_rows(local.masked_fill(outside, 0))
         return self.group.all_reduce(rows.masked_fill(outside[:, None], 0.0))
+
+    def _embedding_rows(self, ids: torch.Tensor) -> torch.Tensor:
+        dtype = self.rotary.cos.dtype
+        if isinstance(self.embed_weight, QuantizedMatrix):
+            return self.embed_weight.take_rows(ids, dtype)
+        return F.embedding(ids, self.embed_weight).to(dtype)
 
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """fp32 logits [rows, vocab]; every rank's vocabulary part gathered."""

@@ -17,6 +17,7 @@ from prism.engine.scheduler import ScheduledChunk
 from prism.engine.step_input import PrefillInput, StepInput, packing_order
 from prism.errors import EngineDead
 from prism.models import Checkpoint, ModelConfig
+from prism.models.quantized import QuantizationSpec
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +77,17 @@ class ModelRunner:
             torch.set_num_threads(config.num_threads or per_rank)
         self.group = self._join(parallel)
         max_positions = config.max_model_len or model_config.max_position_embeddings
+        quantization = QuantizationSpec.for_mode(
+            config.quantization, config.quantization_group_size
+        )
         self.model = LlamaModel(
-            model_config, max_positions, self.dtype, self.device, self.weight_dtype, self.group
+            model_config,
+            max_positions,
+            self.dtype,
+            self.device,
+            self.weight_dtype,
+            self.group,
+            quantization,
         )
         with Checkpoint(weights_path) as checkpoint:
             self.model.load_weights(checkpoint)
@@ -127,6 +137,10 @@ class ModelRunner:
             raise ValueError(f"a KV budget of {budget} bytes holds no {per_block}-byte block")
         return num_blocks
 
+    def weight_bytes(self) -> int:
+        """Bytes of weights across the group (this rank's, times the equal-sized ranks)."""
+        return self.model.weight_bytes() * self.group.size
+
     def execute(self, chunks: list[ScheduledChunk]) -> tuple[torch.Tensor, list[Request]]:
         """Run one step (rank 0); return logits [samplers, vocab] and their requests.
 
@@ -135,11 +149,15 @@ class ModelRunner:
         """
         step = StepInput.build(chunks, self.block_size)
         samplers = [chunk.request for chunk in packing_order(chunks) if chunk.samples]
+        return self.run_step(step), samplers
+
+    def run_step(self, step: StepInput) -> torch.Tensor:
+        """Run a packed step on every rank (rank 0); return the logits of its sample rows."""
         if self.group.size == 1:
-            return self.forward(step), samplers
+            return self.forward(step)
         self.group.broadcast(step.pack())
         try:
-            return self.forward(step), samplers
+            return self.forward(step)
         except EngineDead:
             raise
         except Exception as error:

@@ -42,6 +42,8 @@ def run_engine_bench(
     dtype: str,
     weight_dtype: str | None,
     threads: int | None,
+    quantization: str = "none",
+    quantization_group_size: int | None = None,
     tensor_parallel_size: int,
     repeats: int = 3,
     with_hf: bool = True,
@@ -53,7 +55,8 @@ def run_engine_bench(
     process may use) is the budget of both engines: HF runs on all of them, and with
     ``tensor_parallel_size`` N Prism runs as N local ranks sharing them. ``weight_dtype``
     stores Prism's matrices in another dtype (a mixed-precision extra; the baseline stays in
-    ``dtype``). ``progress`` hears of each phase.
+    ``dtype``); ``quantization`` (``int8``, ``int4``) quantizes them, weight-only, with
+    ``quantization_group_size`` columns per scale. ``progress`` hears of each phase.
     """
     started = datetime.now().astimezone().isoformat(timespec="seconds")
     threads = threads or available_cpus()
@@ -74,12 +77,16 @@ def run_engine_bench(
             "device": str(torch_device),
             "dtype": dtype_name,
             "weight_dtype": weight_dtype,
+            "quantization": quantization,
+            "quantization_group_size": quantization_group_size,
             "num_threads": rank_threads,
             "tensor_parallel_size": tensor_parallel_size,
         }
     )
     config = EngineConfig(**settings.model_dump())
     weights = f", {weight_dtype} weights" if weight_dtype else ""
+    if quantization != "none":
+        weights += f", {quantization} weight-only quantization"
     progress(
         f"Prism engine: {workload.num_requests} requests x {workload.output_tokens} tokens, "
         f"{dtype_name}{weights} on {torch_device}, {threads} threads, "
@@ -118,6 +125,7 @@ def run_engine_bench(
         prompt_tokens=[len(prompt) for prompt in prompts],
         prism=runs[0],
         hf=runs[1] if with_hf else None,
+        prism_quantization=quantization,
     )
 
 

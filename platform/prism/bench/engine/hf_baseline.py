@@ -70,12 +70,14 @@ class HFContender:
         # Any: a causal LM class with ``generate``, which transformers' types cannot name.
         self._model: Any = None
         self.load_seconds = 0.0
+        self.weight_bytes: int | None = None
 
     def __enter__(self) -> HFContender:
         started = time.perf_counter()
         model: Any = AutoModelForCausalLM.from_pretrained(self._model_path, dtype=self._dtype)
         self._model = model.to(self._device).eval()
         self.load_seconds = time.perf_counter() - started
+        self.weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -42,6 +42,7 @@ class PrismContender:
         self._labels = itertools.count()
         self._engine: LLMEngine | None = None
         self.load_seconds = 0.0
+        self.weight_bytes: int | None = None
 
     def __enter__(self) -> PrismContender:
         started = time.perf_counter()
@@ -49,6 +50,7 @@ class PrismContender:
             self._model.model_id, self._model.path, self._config, self._tokenizer
         )
         self.load_seconds = time.perf_counter() - started
+        self.weight_bytes = self._engine.runner.weight_bytes()
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -100,13 +100,19 @@ def _once_rows(result: EngineBenchResult) -> list[str]:
     singles: list[tuple[str, Callable[[EngineRun], float | None], str]] = [
         ("load s", lambda r: r.load_seconds, ".2f"),
         (f"{memory} added MiB", lambda r: _mib(r.memory_added_bytes), ".0f"),
+        ("weights MiB", lambda r: _mib(r.weight_bytes), ".1f"),
     ]
     blank = " " * _RANGE_WIDTH
-    return [
-        f"{label:<{_LABEL_WIDTH}}{cell(read(result.prism), spec)}{blank}"
-        f"{cell(None if result.hf is None else read(result.hf), spec)}"
-        for label, read, spec in singles
-    ]
+    ratios = {"weights MiB": result.weight_ratio}
+    lines = []
+    for label, read, spec in singles:
+        ratio = ratios.get(label)
+        lines.append(
+            f"{label:<{_LABEL_WIDTH}}{cell(read(result.prism), spec)}{blank}"
+            f"{cell(None if result.hf is None else read(result.hf), spec)}{blank}"
+            + ("" if ratio is None else f"{ratio:>{VALUE_WIDTH - 1}.2f}x")
+        )
+    return lines
 
 
 def _cache_line(result: EngineBenchResult) -> str:
@@ -123,7 +129,12 @@ def _title(result: EngineBenchResult) -> list[str]:
     machine, workload = result.machine, result.workload
     lengths = sorted(result.prompt_tokens)
     precision = f"{result.dtype} on both"
-    if result.mixed_precision:
+    if result.quantized:
+        precision = (
+            f"QUANTIZED (an extra, not like for like): Prism's matrices "
+            f"{result.prism_quantization} weight-only, activations and HF {result.dtype}"
+        )
+    elif result.mixed_precision:
         precision = (
             f"MIXED PRECISION (an extra, not like for like): Prism's matrices "
             f"{result.prism_weight_dtype}, everything else and HF {result.dtype}"
@@ -181,6 +192,7 @@ def to_json(result: EngineBenchResult) -> dict[str, Any]:
         "dtype": result.dtype,
         "prism_weight_dtype": result.prism_weight_dtype,
         "mixed_precision": result.mixed_precision,
+        "prism_quantization": result.prism_quantization,
         "threads": {"prism": result.prism_threads, "hf": result.hf_threads},
         "rounds": len(result.prism.batch),
         "workload": {
@@ -197,6 +209,7 @@ def to_json(result: EngineBenchResult) -> dict[str, Any]:
             "batch_output_tokens_per_second": result.batch_ratio,
             "single_decode_tokens_per_second": result.single_decode_ratio,
             "prefill_seconds": result.prefill_time_ratio,
+            "weight_bytes": result.weight_ratio,
         },
     }
 

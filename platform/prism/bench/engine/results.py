@@ -67,6 +67,7 @@ class EngineRun:
     prompt alone, for one token (its TTFT is the prefill time). ``memory_added_bytes`` is
     what loading the engine added to the process (RSS, or GPU allocation on CUDA) plus the
     most any one of its runs added on top; None where that cannot be measured.
+    ``weight_bytes`` is what the model's weights take as stored (quantized ones included).
     """
 
     load_seconds: float
@@ -74,6 +75,7 @@ class EngineRun:
     batch: list[PhaseRun]
     prefill: list[PhaseRun]
     memory_added_bytes: int | None
+    weight_bytes: int | None = None
 
     def spread(self, phase: str, measure: Callable[[PhaseRun], float | None]) -> Spread | None:
         """``measure`` over the repetitions of ``phase`` (None if any run lacks it)."""
@@ -100,7 +102,9 @@ class EngineBenchResult:
     """Prism's engine against the Hugging Face ``generate`` baseline on one workload.
 
     ``prism_weight_dtype`` differs from ``dtype`` only in the mixed-precision extra, where
-    Prism's matrices are stored in another dtype than the baseline's.
+    Prism's matrices are stored in another dtype than the baseline's; ``prism_quantization``
+    (``int8``, ``int4``) names Prism's weight-only quantization, the baseline staying in
+    ``dtype``.
     """
 
     date: str
@@ -114,10 +118,22 @@ class EngineBenchResult:
     prompt_tokens: list[int]
     prism: EngineRun
     hf: EngineRun | None
+    prism_quantization: str = "none"
 
     @property
     def mixed_precision(self) -> bool:
         return self.prism_weight_dtype != self.dtype
+
+    @property
+    def quantized(self) -> bool:
+        return self.prism_quantization != "none"
+
+    @property
+    def weight_ratio(self) -> float | None:
+        """Prism's weight bytes over HF's (None without both)."""
+        if self.hf is None or not self.hf.weight_bytes or self.prism.weight_bytes is None:
+            return None
+        return self.prism.weight_bytes / self.hf.weight_bytes
 
     def ratio(self, phase: str, measure: Callable[[PhaseRun], float | None]) -> float | None:
         """Prism's median of ``measure`` over HF's (None without the baseline)."""

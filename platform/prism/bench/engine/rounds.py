@@ -33,6 +33,7 @@ class Contender(Protocol):
     """An engine under measurement, already loaded."""
 
     load_seconds: float
+    weight_bytes: int | None
 
     def warm_up(self) -> None:
         """One untimed run that caches nothing the timed runs could reuse."""
@@ -72,6 +73,7 @@ class _Record:
             batch=self.runs["batch"],
             prefill=self.runs["prefill"],
             memory_added_bytes=added,
+            weight_bytes=self.contender.weight_bytes,
         )
 
 
