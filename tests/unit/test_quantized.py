@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from prism.engine import cpu_kernels
-from prism.engine.matmul import QUANTIZED_KERNEL_MAX_ROWS, linear
+from prism.engine.matmul import linear, prepare_quantized
+from prism.engine.quantized_panels import panel_matmul, to_panels
 from prism.models.quantized import QuantizationSpec, QuantizedMatrix, pack_int4, quantize
 
 SPECS = [(8, None), (8, 16), (4, 32), (4, 64)]
@@ -81,49 +81,61 @@ def test_modes_name_their_bits_and_default_groups() -> None:
 
 
 @pytest.mark.parametrize(("bits", "group_size"), SPECS)
-@pytest.mark.parametrize("rows", [1, 2, 3, 4, 7, 64])
-def test_the_native_product_equals_the_dequantized_product(
+@pytest.mark.parametrize("rows", [1, 2, 7, 8, 9, 64, 121, 250])
+def test_the_panel_product_equals_the_dequantized_product(
     bits: int, group_size: int | None, rows: int
 ) -> None:
     matrix = quantize(_weight(42, 128), bits, group_size)  # 42 rows: a partial panel
     x = torch.randn(rows, 128)
     bias = torch.randn(42)
 
-    out = cpu_kernels.quantized_matmul(x, matrix, bias)
+    out = panel_matmul(x, to_panels(matrix), bias)
 
-    torch.testing.assert_close(out, x @ matrix.dequantize().T + bias, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(out, x @ matrix.dequantize().T + bias, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize(("bits", "group_size"), SPECS)
-def test_the_native_dequantization_equals_the_reference(bits: int, group_size: int | None) -> None:
+def test_panel_rows_looked_up_equal_the_dequantized_rows(bits: int, group_size: int | None) -> None:
     matrix = quantize(_weight(), bits, group_size)
-    out = torch.empty(matrix.shape)
+    ids = torch.tensor([39, 0, 17, 17, 16])
 
-    cpu_kernels.dequantize(matrix, out)
+    rows = to_panels(matrix).take_rows(ids, torch.float32)
 
-    torch.testing.assert_close(out, matrix.dequantize(), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(rows, matrix.dequantize()[ids], rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("rows", [1, QUANTIZED_KERNEL_MAX_ROWS, QUANTIZED_KERNEL_MAX_ROWS + 1])
+def test_panels_hold_the_same_bytes_plus_padding_to_16_rows() -> None:
+    matrix = quantize(_weight(40, 128), 4, 32)
+
+    panels = to_panels(matrix)
+
+    assert panels.nbytes == matrix.nbytes * 48 // 40
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_every_product_path_gives_the_dequantized_product(rows: int, dtype: torch.dtype) -> None:
+def test_products_keep_the_activations_dtype(dtype: torch.dtype) -> None:
     matrix = quantize(_weight(), 4, 32)
-    x = torch.randn(rows, 128).to(dtype)
+    x = torch.randn(5, 128).to(dtype)
 
-    out = linear(x, matrix)
+    out = linear(x, prepare_quantized(matrix))
 
     expected = (x.float() @ matrix.dequantize().T).to(dtype)
     assert out.dtype == dtype
     torch.testing.assert_close(out, expected, rtol=1e-2, atol=1e-3)
 
 
-def test_products_run_without_the_native_kernels(torch_path_only: None) -> None:
+def test_without_the_native_kernels_matrices_stay_in_their_layout_and_multiply(
+    torch_path_only: None,
+) -> None:
     matrix = quantize(_weight(), 8)
     x = torch.randn(3, 128)
 
-    torch.testing.assert_close(linear(x, matrix), x @ matrix.dequantize().T)
+    prepared = prepare_quantized(matrix)
+
+    assert prepared is matrix
+    torch.testing.assert_close(linear(x, prepared), x @ matrix.dequantize().T)
 
 
 def test_mismatched_activations_are_refused() -> None:
     with pytest.raises(ValueError, match=r"x must be \[rows, 128\]"):
-        cpu_kernels.quantized_matmul(torch.randn(2, 64), quantize(_weight(), 8))
+        panel_matmul(torch.randn(2, 64), to_panels(quantize(_weight(), 8)))

@@ -13,7 +13,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from prism.engine import LLMEngine, SamplingParams
 from prism.engine.step_input import PrefillInput, StepInput
-from prism.errors import RankLost
+from prism.errors import IncompatibleSettings, RankLost
 from support.engines import engine_config
 from support.models import TINY_SHAPE, ReferenceModel, random_prompts
 
@@ -75,6 +75,27 @@ def test_biases_tied_embeddings_and_an_uneven_vocabulary_shard(biased_tied_llama
     with LLMEngine("biased", biased_tied_llama, replace(config, tensor_parallel_size=2)) as sharded:
         assert sharded.runner.model.vocab_part == 126  # 251 ids: 126 + 125 and one padding row
         assert greedy_tokens(sharded, prompts) == expected
+
+
+def test_two_int4_ranks_give_the_greedy_tokens_of_one(tiny_llama: ReferenceModel) -> None:
+    config = engine_config(num_kv_blocks=256, num_threads=1, quantization="int4")
+    prompts = random_prompts(PROMPT_LENGTHS[:4])
+    with LLMEngine(tiny_llama.model_id, tiny_llama.path, config) as single:
+        expected = greedy_tokens(single, prompts)
+    sharded_config = replace(config, tensor_parallel_size=2)
+    with LLMEngine(tiny_llama.model_id, tiny_llama.path, sharded_config) as sharded:
+        assert sharded.runner.weight_bytes() < 0.2 * 4 * sum(
+            p.numel() for p in tiny_llama.hf.parameters()
+        )
+        assert greedy_tokens(sharded, prompts) == expected
+
+
+def test_groups_that_a_rank_would_split_are_refused(tiny_llama: ReferenceModel) -> None:
+    # Each rank's o_proj has 64 / 2 = 32 columns: groups of 64 would straddle the ranks.
+    config = engine_config(quantization="int4", quantization_group_size=64, tensor_parallel_size=2)
+
+    with pytest.raises(IncompatibleSettings, match="group size 64 does not divide"):
+        LLMEngine(tiny_llama.model_id, tiny_llama.path, config)
 
 
 def test_heads_that_do_not_divide_are_refused_before_any_rank_starts(tmp_path: Path) -> None:

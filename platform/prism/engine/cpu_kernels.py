@@ -27,7 +27,6 @@ from pathlib import Path
 import torch
 
 from prism.models import cache_dir
-from prism.models.quantized import QuantizedMatrix
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +36,12 @@ SOURCES = tuple(
 )
 COMPILE_FLAGS = ("-O3", "-std=c++17", "-fPIC", "-fopenmp", "-march=native", "-ffast-math")
 LINK_FLAGS = ("-shared", "-fopenmp", "-lmvec")
-KERNEL_GROUP_MULTIPLE = 8
-"""The quantized kernels read groups of a multiple of this many columns."""
 DISABLE_ENV = "PRISM_NATIVE_KERNELS"
 """Set to ``0`` to run every kernel's torch path instead."""
 
 _POINTER = ctypes.c_void_p
 _INT64 = ctypes.c_int64
 _DECODE_ARGS = [_POINTER] * 6 + [_INT64] * 7 + [ctypes.c_float, ctypes.c_int]
-_DEQUANTIZE_ARGS = [_POINTER] * 3 + [_INT64] * 3 + [ctypes.c_int, _POINTER, ctypes.c_int]
 _QUANTIZED_MATMUL_ARGS = (
     [_POINTER, _INT64, _INT64]
     + [_POINTER] * 3
@@ -114,8 +110,6 @@ def _load(compiler: str) -> ctypes.CDLL:
         function.restype = ctypes.c_int
     library.prism_quantized_matmul.argtypes = _QUANTIZED_MATMUL_ARGS
     library.prism_quantized_matmul.restype = ctypes.c_int
-    library.prism_dequantize.argtypes = _DEQUANTIZE_ARGS
-    library.prism_dequantize.restype = ctypes.c_int
     return library
 
 
@@ -212,79 +206,3 @@ def decode_attention(
     if status != 0:
         raise ValueError("decode attention: a context length or block id is out of range")
     return out.to(query.dtype)
-
-
-def supports_quantized_matmul(matrix: QuantizedMatrix) -> bool:
-    """Whether :func:`quantized_matmul` and :func:`dequantize` run for this matrix."""
-    return (
-        matrix.device.type == "cpu"
-        and matrix.group_size % KERNEL_GROUP_MULTIPLE == 0
-        and native_kernels() is not None
-    )
-
-
-def _library() -> ctypes.CDLL:
-    library = native_kernels()
-    if library is None:
-        raise RuntimeError("Prism's CPU kernels are not available")
-    return library
-
-
-def _matrix_pointers(matrix: QuantizedMatrix) -> tuple[int, int, int | None]:
-    tensors = (matrix.data, matrix.scales, matrix.offsets)
-    if any(t is not None and (t.device.type != "cpu" or not t.is_contiguous()) for t in tensors):
-        raise ValueError("quantized matrix: contiguous CPU tensors only")
-    offsets = None if matrix.offsets is None else matrix.offsets.data_ptr()
-    return matrix.data.data_ptr(), matrix.scales.data_ptr(), offsets
-
-
-def quantized_matmul(
-    x: torch.Tensor, matrix: QuantizedMatrix, bias: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``x @ W.T + bias`` for a quantized ``W``, computed in fp32, returned in ``x``'s dtype.
-
-    ``x`` is [rows, cols]; check :func:`supports_quantized_matmul` first.
-    """
-    library = _library()
-    out_features, in_features = matrix.shape
-    if x.dim() != 2 or x.shape[1] != in_features:
-        raise ValueError(f"quantized matmul: x must be [rows, {in_features}], not {list(x.shape)}")
-    if any(t is not None and t.device.type != "cpu" for t in (x, bias)):
-        raise ValueError("quantized matmul: CPU tensors only")
-    wide_x = x.float().contiguous()
-    wide_bias = None if bias is None else bias.float().contiguous()
-    out = torch.empty((x.shape[0], out_features), dtype=torch.float32)
-    status = library.prism_quantized_matmul(
-        wide_x.data_ptr(),
-        x.shape[0],
-        in_features,
-        *_matrix_pointers(matrix),
-        out_features,
-        matrix.group_size,
-        matrix.bits,
-        None if wide_bias is None else wide_bias.data_ptr(),
-        out.data_ptr(),
-        torch.get_num_threads(),
-    )
-    if status != 0:
-        raise ValueError(f"quantized matmul: group size {matrix.group_size} is not supported")
-    return out.to(x.dtype)
-
-
-def dequantize(matrix: QuantizedMatrix, out: torch.Tensor) -> torch.Tensor:
-    """``matrix`` widened to fp32 into ``out`` (contiguous fp32 of its shape), in parallel."""
-    if out.shape != matrix.shape or out.dtype != torch.float32 or not out.is_contiguous():
-        raise ValueError(f"dequantize: out must be contiguous float32 {list(matrix.shape)}")
-    rows, cols = matrix.shape
-    status = _library().prism_dequantize(
-        *_matrix_pointers(matrix),
-        rows,
-        cols,
-        matrix.group_size,
-        matrix.bits,
-        out.data_ptr(),
-        torch.get_num_threads(),
-    )
-    if status != 0:
-        raise ValueError(f"dequantize: group size {matrix.group_size} is not supported")
-    return out

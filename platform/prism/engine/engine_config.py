@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from prism.models.quantized import QUANTIZATION_MODES
+from prism.models.quantized import QuantizationSpec
 
 
 @dataclass(slots=True, kw_only=True)
@@ -59,7 +59,6 @@ class EngineConfig:
             raise ValueError("num_kv_blocks must be at least 1")
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError("gpu_memory_utilization must be in (0, 1]")
-        if self.quantization not in QUANTIZATION_MODES:
-            raise ValueError(f"quantization must be one of {', '.join(QUANTIZATION_MODES)}")
+        QuantizationSpec.for_mode(self.quantization, self.quantization_group_size)
         if self.step_timeout_s <= 0:
             raise ValueError("step_timeout_s must be positive")

@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from prism.engine.attention import AttentionBatch, paged_attention, write_kv
-from prism.engine.matmul import Weight, linear, pack_weight
+from prism.engine.matmul import Weight, linear, pack_weight, prepare_quantized
 from prism.engine.parallel import TensorParallelGroup
+from prism.engine.quantized_panels import PanelMatrix
 from prism.engine.rotary import RotaryEmbedding, Rotation
 from prism.models import Checkpoint, ModelConfig
 from prism.models.quantized import QuantizationSpec, QuantizedMatrix
@@ -270,12 +271,15 @@ class LlamaModel(nn.Module):
                 if param.dim() != 2:
                     continue
                 if self.quantization is not None:
-                    self._quantize(module, name, self.quantization.quantize(param.data))
+                    matrix = prepare_quantized(self.quantization.quantize(param.data))
+                    self._quantize(module, name, matrix)
                 elif param is not self.embed_weight:  # looked up, not multiplied
                     packed = pack_weight(param.data)
                     setattr(module, name, nn.Parameter(packed, requires_grad=False))
 
-    def _quantize(self, module: nn.Module, name: str, matrix: QuantizedMatrix) -> None:
+    def _quantize(
+        self, module: nn.Module, name: str, matrix: QuantizedMatrix | PanelMatrix
+    ) -> None:
         """Put ``matrix`` in place of the parameter ``name`` (and of a head tied to it)."""
         tied_head = module is self and self.lm_head_weight is self.embed_weight
         delattr(module, name)
@@ -291,7 +295,7 @@ class LlamaModel(nn.Module):
             id(value): value.nbytes
             for module in self.modules()
             for value in vars(module).values()
-            if isinstance(value, QuantizedMatrix)
+            if isinstance(value, QuantizedMatrix | PanelMatrix)
         }
         return tensors + sum(matrices.values())
 
@@ -320,7 +324,7 @@ class LlamaModel(nn.Module):
 
     def _embedding_rows(self, ids: torch.Tensor) -> torch.Tensor:
         dtype = self.rotary.cos.dtype
-        if isinstance(self.embed_weight, QuantizedMatrix):
+        if isinstance(self.embed_weight, QuantizedMatrix | PanelMatrix):
             return self.embed_weight.take_rows(ids, dtype)
         return F.embedding(ids, self.embed_weight).to(dtype)
 

@@ -26,6 +26,7 @@ from prism.hashing import BlockHash, cache_namespace, root_hash
 from prism.kv_events import KVEvent
 from prism.model_limits import check_context, check_token_ids
 from prism.models import ModelConfig, load_tokenizer, resolve_model
+from prism.models.quantized import QuantizationSpec
 from prism.outputs import FinishReason, RequestOutput
 from prism.sampling_params import SamplingParams
 
@@ -55,7 +56,11 @@ class LLMEngine:
         self.config = config
         self.model_config = ModelConfig.from_folder(model_path)
         self.tokenizer = tokenizer
-        check_tensor_parallel(self.model_config, self.config.tensor_parallel_size)
+        check_tensor_parallel(
+            self.model_config,
+            self.config.tensor_parallel_size,
+            QuantizationSpec.for_mode(config.quantization, config.quantization_group_size),
+        )
         self.ranks = None
         parallel = None
         if self.config.tensor_parallel_size > 1:

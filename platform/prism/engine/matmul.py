@@ -10,11 +10,9 @@ bf16 weight is widened to fp32 for the product: the same bf16 inputs, accumulate
 and rounded once, as a native bf16 GEMM does. Products of a few rows are bound by reading
 the weights, so they keep the bf16 kernel, which reads half the bytes.
 
-Quantized matrices (``prism.models.quantized``) run on Prism's own CPU kernel up to
-``QUANTIZED_KERNEL_MAX_ROWS`` rows, where reading fewer bytes pays; longer products (prefill)
-widen the matrix to fp32 once per call and run the dense GEMM, whose blocking beats the
-kernel's once the widening is shared by enough rows. On CUDA the matrix is widened to the
-activations' dtype for each product.
+Quantized matrices are laid out once in panels for Prism's own CPU kernel
+(:mod:`prism.engine.quantized_panels`). Where it cannot run (CUDA, or no kernels built), a
+:class:`QuantizedMatrix` is widened to the activations' dtype for each product.
 """
 
 from __future__ import annotations
@@ -26,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from prism.engine import cpu_kernels
+from prism.engine.quantized_panels import PanelMatrix, panel_matmul, supports_panels, to_panels
 from prism.models.quantized import QuantizedMatrix
 
 NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
@@ -35,11 +33,8 @@ NATIVE_BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 WIDEN_MIN_ROWS = 8
 """From this many rows a bf16 product runs in fp32 on CPUs without bf16 instructions."""
 
-QUANTIZED_KERNEL_MAX_ROWS = 64
-"""Up to this many rows a quantized product runs on Prism's kernel (``docs/benchmarks.md``)."""
-
-Weight = torch.Tensor | QuantizedMatrix
-"""A layer's matrix: a tensor in its stored dtype, or quantized."""
+Weight = torch.Tensor | QuantizedMatrix | PanelMatrix
+"""A layer's matrix: a tensor in its stored dtype, or quantized (in panels on CPU)."""
 
 
 @functools.cache
@@ -97,35 +92,22 @@ def widens(tensor: torch.Tensor) -> bool:
 _scratch = threading.local()
 
 
-def _fp32_scratch(shape: tuple[int, ...]) -> torch.Tensor:
-    """An fp32 CPU buffer this thread reuses for every weight of ``shape``.
+def _widened(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` in fp32, in a buffer this thread reuses for every weight of its shape.
 
     A fresh tensor per product would cost page faults on every step; the buffer is only
     read before the next product of the same shape, on the same thread, overwrites it.
     """
-    buffers: dict[tuple[int, ...], torch.Tensor] = _scratch.__dict__.setdefault("buffers", {})
-    buffer = buffers.get(shape)
+    buffers: dict[torch.Size, torch.Tensor] = _scratch.__dict__.setdefault("buffers", {})
+    buffer = buffers.get(weight.shape)
     if buffer is None:
-        buffer = buffers[shape] = torch.empty(shape, dtype=torch.float32)
-    return buffer
+        buffer = buffers[weight.shape] = torch.empty(weight.shape, dtype=torch.float32)
+    return buffer.copy_(weight)
 
 
-def _widened(weight: torch.Tensor) -> torch.Tensor:
-    """``weight`` in fp32, in this thread's scratch buffer of its shape."""
-    return _fp32_scratch(tuple(weight.shape)).copy_(weight)
-
-
-def quantized_linear(
-    x: torch.Tensor, matrix: QuantizedMatrix, bias: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``x @ W.T + bias`` for a quantized ``W`` (see the module's note for which path runs)."""
-    if not cpu_kernels.supports_quantized_matmul(matrix):
-        return F.linear(x, matrix.dequantize(x.dtype), bias)
-    if x.shape[0] <= QUANTIZED_KERNEL_MAX_ROWS:
-        return cpu_kernels.quantized_matmul(x, matrix, bias)
-    wide = cpu_kernels.dequantize(matrix, _fp32_scratch(matrix.shape))
-    wide_bias = None if bias is None else bias.float()
-    return linear(x.float(), wide, wide_bias).to(x.dtype)
+def prepare_quantized(matrix: QuantizedMatrix) -> QuantizedMatrix | PanelMatrix:
+    """``matrix`` laid out for the fastest product the device has (panels on CPU)."""
+    return to_panels(matrix) if supports_panels(matrix) else matrix
 
 
 def linear(x: torch.Tensor, weight: Weight, bias: torch.Tensor | None = None) -> torch.Tensor:
@@ -134,8 +116,10 @@ def linear(x: torch.Tensor, weight: Weight, bias: torch.Tensor | None = None) ->
     With bf16 weights and fp32 activations the activations are rounded to bf16 for the
     product either way, so widening (see the module's note) changes only the speed.
     """
+    if isinstance(weight, PanelMatrix):
+        return panel_matmul(x, weight, bias)
     if isinstance(weight, QuantizedMatrix):
-        return quantized_linear(x, weight, bias)
+        return F.linear(x, weight.dequantize(x.dtype), bias)
     if weight.is_mkldnn:
         return _onednn(x.to(weight.dtype), weight, bias).to(x.dtype)
     if x.shape[0] >= WIDEN_MIN_ROWS and widens(weight):

@@ -68,7 +68,10 @@ class ModelRunner:
     ) -> None:
         self.config = config
         self.block_size = config.block_size
-        check_tensor_parallel(model_config, config.tensor_parallel_size)
+        quantization = QuantizationSpec.for_mode(
+            config.quantization, config.quantization_group_size
+        )
+        check_tensor_parallel(model_config, config.tensor_parallel_size, quantization)
         self.device = resolve_device(config.device, parallel.rank if parallel else 0)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.weight_dtype = resolve_dtype(config.weight_dtype or config.dtype, self.device)
@@ -77,9 +80,6 @@ class ModelRunner:
             torch.set_num_threads(config.num_threads or per_rank)
         self.group = self._join(parallel)
         max_positions = config.max_model_len or model_config.max_position_embeddings
-        quantization = QuantizationSpec.for_mode(
-            config.quantization, config.quantization_group_size
-        )
         self.model = LlamaModel(
             model_config,
             max_positions,

@@ -16,6 +16,7 @@ import torch.distributed as dist
 
 from prism.errors import IncompatibleSettings, RankLost
 from prism.models import ModelConfig, Shard
+from prism.models.quantized import QuantizationSpec
 
 COLLECTIVE_TIMEOUT = timedelta(minutes=10)
 """How long a rank waits for the others, loading the weights included."""
@@ -41,8 +42,26 @@ class ParallelSetup:
         return ParallelSetup(rank, self.world_size, self.init_method)
 
 
-def check_tensor_parallel(config: ModelConfig, size: int) -> None:
-    """Raise :class:`IncompatibleSettings` unless ``size`` ranks can split the model evenly."""
+def check_tensor_parallel(
+    config: ModelConfig, size: int, quantization: QuantizationSpec | None = None
+) -> None:
+    """Raise :class:`IncompatibleSettings` unless ``size`` ranks can split the model evenly
+    and, quantized, each rank's matrices divide into whole groups of columns."""
+    _check_heads_and_width(config, size)
+    if quantization is not None:
+        try:
+            quantization.check_widths(
+                {
+                    "hidden size": config.hidden_size,
+                    "attention width per rank": config.num_heads * config.head_dim // size,
+                    "MLP width per rank": config.intermediate_size // size,
+                }
+            )
+        except ValueError as error:
+            raise IncompatibleSettings(str(error)) from None
+
+
+def _check_heads_and_width(config: ModelConfig, size: int) -> None:
     widths = _split_widths(config)
     uneven = [f"{count} {what}" for what, count in widths.items() if count % size]
     if uneven:

@@ -155,6 +155,12 @@ class QuantizationSpec:
     bits: int
     group_size: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.bits not in (4, 8):
+            raise ValueError(f"quantization has 4 or 8 bits, not {self.bits}")
+        if self.bits == 4 and (self.group_size is None or self.group_size % NIBBLE_RUN):
+            raise ValueError(f"int4 groups must be a multiple of {NIBBLE_RUN} columns")
+
     @classmethod
     def for_mode(cls, mode: str, group_size: int | None = None) -> QuantizationSpec | None:
         """The spec of a ``quantization`` setting (None for ``none``)."""
@@ -164,6 +170,16 @@ class QuantizationSpec:
             raise ValueError(f"quantization must be one of {', '.join(QUANTIZATION_MODES)}")
         bits = 8 if mode == "int8" else 4
         return cls(bits, group_size or DEFAULT_GROUP_SIZE[bits])
+
+    def check_widths(self, widths: dict[str, int]) -> None:
+        """Raise ValueError unless the group size divides each named matrix width."""
+        if self.group_size is None:
+            return
+        uneven = [f"{name} ({width})" for name, width in widths.items() if width % self.group_size]
+        if uneven:
+            raise ValueError(
+                f"quantization group size {self.group_size} does not divide the {', '.join(uneven)}"
+            )
 
     def quantize(self, weight: torch.Tensor) -> QuantizedMatrix:
         return quantize(weight, self.bits, self.group_size)
