@@ -81,11 +81,13 @@ class LLMEngine:
         self._requests: dict[str, Request] = {}
         self._seed_source = torch.Generator().manual_seed(self.config.seed)
         logger.info(
-            "engine ready: %s on %s (%s, %d ranks), %d KV blocks of %d tokens (%d tokens), "
-            "max_model_len %d",
+            "engine ready: %s on %s (%s, weights %s, %.1f MiB, %d ranks), "
+            "%d KV blocks of %d tokens (%d tokens), max_model_len %d",
             model_id,
             self.runner.device,
             str(self.runner.dtype).removeprefix("torch."),
+            self.config.quantization if self.config.quantization != "none" else "unquantized",
+            self.runner.weight_bytes() / (1 << 20),
             self.config.tensor_parallel_size,
             self.runner.num_blocks,
             self.config.block_size,
