@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from prism.bench.quality.bench import TEXT_PATH as QUALITY_TEXT
 from prism.config import DEPLOYMENTS_DIR
 from prism.engine.cpu_kernels import SOURCES as KERNEL_SOURCES
 
@@ -146,6 +147,7 @@ def test_wheel_ships_the_profiles_the_grpc_stubs_and_the_kernel_sources(wheel: P
     assert "prism/proto/prism/v1/generation.proto" in names
     for source in KERNEL_SOURCES:
         assert f"prism/engine/kernels/{source.name}" in names
+    assert f"prism/bench/quality/{QUALITY_TEXT.name}" in names
 
 
 def test_installed_metadata_does_not_require_grpcio_tools(installed: InstalledPrism) -> None:

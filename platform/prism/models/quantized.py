@@ -103,12 +103,6 @@ class QuantizedMatrix:
         picked = replace(self, data=self.data[ids], scales=self.scales[ids], offsets=offsets)
         return picked.dequantize(dtype)
 
-    def to(self, device: torch.device) -> QuantizedMatrix:
-        offsets = None if self.offsets is None else self.offsets.to(device)
-        return replace(
-            self, data=self.data.to(device), scales=self.scales.to(device), offsets=offsets
-        )
-
 
 def pack_int4(values: torch.Tensor) -> torch.Tensor:
     """Integers 0..15 [rows, cols] packed two per byte in Prism's 4-bit order."""

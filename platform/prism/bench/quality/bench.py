@@ -107,11 +107,11 @@ def run_quality_bench(
         with LLMEngine(model.model_id, model.path, EngineConfig(**settings.model_dump())) as engine:
             dtype_name = str(engine.runner.dtype).removeprefix("torch.")
             scores = _score_windows(engine, parts, window)
-            group = engine.runner.model.quantization
+            spec = engine.runner.model.quantization
             results.append(
                 ModeQuality(
                     mode=mode,
-                    group_size=None if group is None else group.group_size,
+                    group_size=None if spec is None else spec.group_size,
                     weight_bytes=engine.runner.weight_bytes(),
                     perplexity=perplexity(scores.logprobs),
                     agreement=None if reference is None else _agreement(scores, reference),
