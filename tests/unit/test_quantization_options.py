@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from prism.cli import build_parser
 from prism.cli.engine_options import engine_config
 from prism.cli.serve import _serve_config
-from prism.config import EngineSettings
+from prism.config import DEFAULT_PROFILE, EngineSettings, load_config
 from support import engines
 
 
@@ -23,7 +23,8 @@ def test_serve_quantizes_every_model_of_the_profile_when_asked() -> None:
 def test_serve_keeps_the_profiles_precision_by_default() -> None:
     config = _serve_config(build_parser().parse_args(["serve"]))
 
-    assert [model.engine.quantization for model in config.models] == ["none"]
+    assert [model.engine.quantization for model in config.models] == ["int8"]
+    assert config.models == load_config(DEFAULT_PROFILE).models
 
 
 def test_generate_passes_the_quantization_and_group_size_to_the_engine() -> None:

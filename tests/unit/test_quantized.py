@@ -139,3 +139,9 @@ def test_without_the_native_kernels_matrices_stay_in_their_layout_and_multiply(
 def test_mismatched_activations_are_refused() -> None:
     with pytest.raises(ValueError, match=r"x must be \[rows, 128\]"):
         panel_matmul(torch.randn(2, 64), to_panels(quantize(_weight(), 8)))
+
+
+def test_a_product_of_no_rows_is_empty() -> None:
+    out = panel_matmul(torch.empty(0, 128), to_panels(quantize(_weight(), 4, 32)))
+
+    assert out.shape == (0, 40)

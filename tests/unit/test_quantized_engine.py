@@ -8,15 +8,16 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
-from prism.engine import LLMEngine
+from prism.engine import LLMEngine, SamplingParams
 from prism.engine.scoring import score_tokens
 from prism.models.quantized import QuantizationSpec
-from support.engines import engine_config, run_staggered
+from support.engines import engine_config, generate_alone, run_staggered
 from support.models import ReferenceModel, random_prompts
 from support.parity import assert_greedy_parity
 
 MAX_NEW_TOKENS = 16
 PROMPT_LENGTHS = [1, 3, 8, 15, 16, 17, 33, 64]
+GREEDY_FOUR = SamplingParams(max_tokens=4, temperature=0.0)
 MODES = {"int8": QuantizationSpec(8), "int4": QuantizationSpec(4, 32)}
 
 
@@ -85,3 +86,11 @@ def test_scoring_returns_each_tokens_log_probability_and_frees_its_blocks(
     torch.testing.assert_close(scores.logprobs, expected, rtol=1e-4, atol=1e-4)
     assert torch.equal(scores.top_ids, logits.argmax(-1))
     assert stats.num_free_kv_blocks == stats.num_kv_blocks
+
+
+def test_a_quantized_prefill_chunk_that_samples_nothing_runs(tiny_llama: ReferenceModel) -> None:
+    config = engine_config(quantization="int4", block_size=4, max_num_batched_tokens=7)
+    with LLMEngine(tiny_llama.model_id, tiny_llama.path, config) as engine:
+        tokens = generate_alone(engine, "long", random_prompts([40])[0], GREEDY_FOUR)
+
+    assert len(tokens) == 4

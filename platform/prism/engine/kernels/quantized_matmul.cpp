@@ -218,6 +218,7 @@ extern "C" int prism_quantized_matmul(const float* x, int64_t m, int64_t k, cons
                                       int threads) {
   const Panels w{data, scales, offsets, k, group, bits};
   if (!valid(w)) return 1;
+  if (m == 0) return 0;
   if (m <= kTileRows) {
     multiply_few_rows(w, x, m, n, bias, y, threads);
     return 0;
