@@ -122,6 +122,20 @@ def test_tensor_parallel_replica_is_one_strict_pack_group_that_fits_a_worker_pod
     assert platform.models[0].engine.tensor_parallel_size == 4
 
 
+def test_a_models_quantization_reaches_its_engine(tmp_path: Path) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        "platform: {models: [{id: m, source: s, "
+        "engine: {quantization: int4, quantization_group_size: 64}}]}",
+        encoding="utf-8",
+    )
+
+    platform, _ = platform_of(one(helm_template(values), "RayService"))
+
+    engine = platform.models[0].engine
+    assert (engine.quantization, engine.quantization_group_size) == ("int4", 64)
+
+
 def test_bundled_redis_password_reaches_prism_from_the_secret_redis_reads() -> None:
     manifests = render("default")
     rayservice = one(manifests, "RayService")
@@ -297,6 +311,10 @@ workerGroups: [{name: gpu, replicas: 1, minReplicas: 0, maxReplicas: 2, gpus: 1}
     "an unknown routing policy": (
         "platform: {models: [{id: m, source: s}], router: {policy: fastest}}",
         "at '/platform/router/policy'",
+    ),
+    "an unknown quantization": (
+        "platform: {models: [{id: m, source: s, engine: {quantization: int3}}]}",
+        "at '/platform/models/0/engine/quantization'",
     ),
     "a KV cache size that is not a size": (
         "platform: {models: [{id: m, source: s, engine: {kv_cache_bytes: lots}}]}",
