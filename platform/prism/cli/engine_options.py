@@ -38,8 +38,8 @@ def add_quantization_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quantization",
         choices=QUANTIZATIONS,
-        help="quantize the matrices at load, weight-only (default: none; a bench's HF "
-        "baseline stays in --dtype; see docs/quantization.md)",
+        help="quantize the matrices at load, weight-only (default: a profile's setting, else "
+        "none; a bench's HF baseline stays in --dtype; see docs/quantization.md)",
     )
     parser.add_argument(
         "--quantization-group-size",
