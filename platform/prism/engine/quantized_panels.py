@@ -96,10 +96,7 @@ def panel_matmul(
     if x.device.type != "cpu" or (bias is not None and bias.device.type != "cpu"):
         raise ValueError("quantized matmul: CPU tensors only")
     wide_x = x.float().contiguous()
-    padded_bias = None
-    if bias is not None:
-        padded_bias = torch.zeros(matrix.scales.shape[0] * PANEL)
-        padded_bias[:rows] = bias.float()
+    wide_bias = None if bias is None else bias.float().contiguous()
     out = torch.empty((x.shape[0], rows), dtype=torch.float32)
     status = library.prism_quantized_matmul(
         wide_x.data_ptr(),
@@ -111,7 +108,7 @@ def panel_matmul(
         rows,
         matrix.group_size,
         matrix.bits,
-        None if padded_bias is None else padded_bias.data_ptr(),
+        None if wide_bias is None else wide_bias.data_ptr(),
         out.data_ptr(),
         torch.get_num_threads(),
     )

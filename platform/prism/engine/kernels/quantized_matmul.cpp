@@ -47,6 +47,13 @@ inline Floats load(const float* at) { return *reinterpret_cast<const FloatsAt*>(
 inline void store(float* at, Floats value) { *reinterpret_cast<FloatsAt*>(at) = value; }
 inline UBytes load_bytes(const uint8_t* at) { return *reinterpret_cast<const UBytesAt*>(at); }
 
+// The first `count` of 16 floats (a last, partial panel's bias), the rest zero.
+inline Floats load_first(const float* at, int count) {
+  alignas(64) float values[kPanel] = {};
+  std::memcpy(values, at, count * sizeof(float));
+  return load(values);
+}
+
 // Sixteen 8-bit integers (signed or not) as floats.
 template <bool Signed>
 inline Floats widen(UBytes bytes) {
@@ -118,7 +125,7 @@ void multiply_tile(const float* x, int64_t depth, const float* panel, const floa
   }
   for (int i = 0; i < ROWS; ++i) {
     alignas(64) float row[kPanel];
-    store(row, bias ? acc[i] + load(bias) : acc[i]);
+    store(row, bias ? acc[i] + load_first(bias, outputs) : acc[i]);
     std::memcpy(y + i * y_stride, row, outputs * sizeof(float));
   }
 }
@@ -162,7 +169,7 @@ void multiply_direct(const Panels& w, int64_t p, const float* x, const float* su
   }
   for (int i = 0; i < ROWS; ++i) {
     alignas(64) float row[kPanel];
-    store(row, bias ? acc[i] + load(bias) : acc[i]);
+    store(row, bias ? acc[i] + load_first(bias, outputs) : acc[i]);
     std::memcpy(y + i * y_stride, row, outputs * sizeof(float));
   }
 }
@@ -210,7 +217,7 @@ bool valid(const Panels& w) {
 }  // namespace
 
 // x [m, k] fp32 row-major; data, scales, offsets in panels (see above) for n outputs padded
-// to whole panels; bias [n rounded up to 16] or null; y [m, n] fp32. Returns 0, or 1 for a
+// to whole panels; bias [n] or null; y [m, n] fp32. Returns 0, or 1 for a
 // layout the kernel cannot read.
 extern "C" int prism_quantized_matmul(const float* x, int64_t m, int64_t k, const uint8_t* data,
                                       const float* scales, const float* offsets, int64_t n,
