@@ -58,10 +58,11 @@ class EngineSettings(_Section):
     device: str = "auto"
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     weight_dtype: Literal["float32", "bfloat16", "float16"] | None = None
-    quantization: Literal["none", "int8", "int4"] = "none"
+    quantization: Literal["none", "int8", "int4", "gguf"] = "none"
     """Weight-only quantization of a full-precision checkpoint at load (round to nearest):
-    int8 keeps one scale per row, int4 a scale and offset per group of columns. See
-    docs/quantization.md."""
+    int8 keeps one scale per row, int4 a scale and offset per group of columns. gguf serves
+    a GGUF model's own quantized blocks. A checkpoint quantized by GPTQ, AWQ or
+    compressed-tensors is served as it is stored, under none. See docs/quantization.md."""
     quantization_group_size: int | None = Field(default=None, ge=8)
     """Columns sharing one scale (int4: a multiple of 32); None: the mode's default."""
     kv_cache_bytes: KVCacheBytes = ByteSize(1 << 30)

@@ -30,9 +30,9 @@ from prism.config import (
     with_password,
 )
 from prism.engine.parallel import check_tensor_parallel
+from prism.engine.quantization_plan import QuantizationPlan
 from prism.errors import IncompatibleSettings
 from prism.models import ModelConfig, resolve_model
-from prism.models.quantized import QuantizationSpec
 from prism.redis_server import EmbeddedRedis, random_password
 from prism.serving.app import APP_NAME, REPLICA_LATENCY_ENV, build_app, grpc_options
 from prism.serving.ingress import read_api_keys
@@ -143,13 +143,13 @@ def check_model(model: ModelSettings) -> None:
     """Resolve a model's weights and check they fit its settings, before any replica starts."""
     resolved = resolve_model(model.source)
     try:
-        quantization = QuantizationSpec.for_mode(
-            model.engine.quantization, model.engine.quantization_group_size
+        quantization = QuantizationPlan.for_model(
+            model.engine.quantization, model.engine.quantization_group_size, resolved.path
         )
         check_tensor_parallel(
             ModelConfig.from_folder(resolved.path),
             model.engine.tensor_parallel_size,
-            quantization,
+            quantization.group_size(model.engine.tensor_parallel_size),
         )
     except (IncompatibleSettings, ValueError) as error:
         raise ConfigError(f"model {model.id!r}: {error}") from None

@@ -9,7 +9,9 @@ and gate/up by output rows (its heads, its part of the MLP), o and down by input
 
 With a :class:`QuantizationSpec` every matrix, the embedding and the LM head included, is
 quantized as soon as its layer is loaded, so loading never holds more than one layer in
-full precision beside the quantized ones.
+full precision beside the quantized ones. A checkpoint quantized by another tool (GPTQ,
+AWQ, compressed-tensors) has its linear layers read straight into Prism's quantized layout;
+its embedding and LM head are whatever precision it stores them in.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ from prism.engine.matmul import Weight, linear, pack_weight, prepare_quantized
 from prism.engine.parallel import TensorParallelGroup
 from prism.engine.quantized_panels import PanelMatrix
 from prism.engine.rotary import RotaryEmbedding, Rotation
-from prism.models import Checkpoint, ModelConfig
-from prism.models.quantized import QuantizationSpec, QuantizedMatrix
+from prism.models import Checkpoint, ModelConfig, Shard
+from prism.models.prequantized import PrequantizedFormat
+from prism.models.quantized import QuantizationSpec, QuantizedMatrix, stack_rows
 
 OUTPUT_DIM = 0
 """A weight's output-feature dimension (its rows): column-parallel layers split it."""
@@ -53,11 +56,18 @@ def _row_parallel(
 
 
 class _Loader:
-    """Reads one rank's part of each checkpoint tensor into a parameter."""
+    """Reads one rank's part of each checkpoint tensor into a parameter, or of each
+    quantized linear layer into a :class:`QuantizedMatrix`."""
 
-    def __init__(self, checkpoint: Checkpoint, group: TensorParallelGroup) -> None:
+    def __init__(
+        self,
+        checkpoint: Checkpoint,
+        group: TensorParallelGroup,
+        prequantized: PrequantizedFormat | None = None,
+    ) -> None:
         self.checkpoint = checkpoint
         self.group = group
+        self.prequantized = prequantized
 
     def read(self, name: str, like: torch.Tensor, split: int | None = None) -> torch.Tensor:
         shard = None if split is None else self.group.shard(split)
@@ -69,6 +79,46 @@ class _Loader:
     def fill_fused(self, target: torch.Tensor, names: list[str]) -> None:
         """Row-split tensors stacked, each contributing this rank's rows."""
         target.copy_(torch.cat([self.read(name, target, OUTPUT_DIM) for name in names]))
+
+    def load_matrix(self, module: nn.Module, attr: str, linears: list[str], split: int) -> None:
+        """``module.attr`` from the linear layers ``linears``, stacked by rows.
+
+        A checkpoint's quantized layers replace the parameter with this rank's part of them
+        in Prism's layout; full-precision ones are copied into it.
+        """
+        quantized = self._quantized(linears, split)
+        if quantized is not None:
+            delattr(module, attr)
+            setattr(module, attr, quantized)
+            for name in linears:  # a full-precision copy beside it is superseded
+                self.checkpoint.skip(f"{name}.weight")
+        elif len(linears) == 1:
+            self.fill(getattr(module, attr), f"{linears[0]}.weight", split)
+        else:
+            self.fill_fused(getattr(module, attr), [f"{name}.weight" for name in linears])
+
+    def _quantized(self, linears: list[str], split: int) -> QuantizedMatrix | None:
+        if self.prequantized is None:
+            return None
+        matrices = [self.prequantized.read(self.checkpoint, name) for name in linears]
+        present = [matrix for matrix in matrices if matrix is not None]
+        if not present:
+            return None
+        if len(present) < len(matrices):
+            raise ValueError(f"the checkpoint quantizes only some of {linears}")
+        shard = self.group.shard(split)
+        return stack_rows([_rank_part(matrix, shard) for matrix in present])
+
+
+def _rank_part(matrix: QuantizedMatrix, shard: Shard | None) -> QuantizedMatrix:
+    """This rank's rows (output features) or columns (input features) of ``matrix``."""
+    if shard is None:
+        return matrix
+    rows, cols = matrix.shape
+    if shard.dim == OUTPUT_DIM:
+        return matrix.row_span(*shard.span(rows))
+    start, stop, _ = shard.span(cols)
+    return matrix.column_span(start, stop)
 
 
 class RMSNorm(nn.Module):
@@ -108,10 +158,10 @@ class Attention(nn.Module):
 
     def load(self, loader: _Loader, prefix: str) -> None:
         names = ("q_proj", "k_proj", "v_proj")
-        loader.fill_fused(self.qkv_weight, [f"{prefix}.{n}.weight" for n in names])
+        loader.load_matrix(self, "qkv_weight", [f"{prefix}.{n}" for n in names], OUTPUT_DIM)
         if self.qkv_bias is not None:
             loader.fill_fused(self.qkv_bias, [f"{prefix}.{n}.bias" for n in names])
-        loader.fill(self.o_weight, f"{prefix}.o_proj.weight", INPUT_DIM)
+        loader.load_matrix(self, "o_weight", [f"{prefix}.o_proj"], INPUT_DIM)
         if f"{prefix}.o_proj.bias" in loader.checkpoint:
             o_bias = loader.read(f"{prefix}.o_proj.bias", self.o_weight)
             self.o_bias = nn.Parameter(o_bias, requires_grad=False)
@@ -149,9 +199,9 @@ class MLP(nn.Module):
         self.down_weight = _param((config.hidden_size, size), dtype, device)
 
     def load(self, loader: _Loader, prefix: str) -> None:
-        names = [f"{prefix}.gate_proj.weight", f"{prefix}.up_proj.weight"]
-        loader.fill_fused(self.gate_up_weight, names)
-        loader.fill(self.down_weight, f"{prefix}.down_proj.weight", INPUT_DIM)
+        names = [f"{prefix}.gate_proj", f"{prefix}.up_proj"]
+        loader.load_matrix(self, "gate_up_weight", names, OUTPUT_DIM)
+        loader.load_matrix(self, "down_weight", [f"{prefix}.down_proj"], INPUT_DIM)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = linear(x, self.gate_up_weight).chunk(2, dim=-1)
@@ -239,22 +289,27 @@ class LlamaModel(nn.Module):
         )
 
     @torch.inference_mode()
-    def load_weights(self, checkpoint: Checkpoint) -> None:
-        """Copy in this rank's part of a Hugging Face checkpoint's tensors."""
-        loader = _Loader(checkpoint, self.group)
-        embeddings = "model.embed_tokens.weight"
-        embed_weight = cast(torch.Tensor, self.embed_weight)
-        loader.fill(embed_weight, embeddings, OUTPUT_DIM)
+    def load_weights(
+        self, checkpoint: Checkpoint, prequantized: PrequantizedFormat | None = None
+    ) -> None:
+        """Copy in this rank's part of a Hugging Face checkpoint's tensors; ``prequantized``
+        reads the linear layers of a checkpoint quantized in that format."""
+        loader = _Loader(checkpoint, self.group, prequantized)
+        tied_head = self.lm_head_weight is self.embed_weight
+        loader.load_matrix(self, "embed_weight", ["model.embed_tokens"], OUTPUT_DIM)
+        if tied_head and self.lm_head_weight is not self.embed_weight:  # read quantized
+            delattr(self, "lm_head_weight")
+            self.lm_head_weight = self.embed_weight
         for index, layer in enumerate(self.layers):
             cast(DecoderLayer, layer).load(loader, f"model.layers.{index}")
             self._prepare_matrices(layer.modules())
         loader.fill(self.norm.weight, "model.norm.weight")
         tied = self.config.tie_word_embeddings
-        head = embeddings if tied else "lm_head.weight"
+        head = "model.embed_tokens" if tied else "lm_head"
         if self.lm_head_weight is not self.embed_weight:
-            if head not in checkpoint:
+            if f"{head}.weight" not in checkpoint:
                 raise ValueError("checkpoint has no lm_head.weight and does not tie embeddings")
-            loader.fill(cast(torch.Tensor, self.lm_head_weight), head, OUTPUT_DIM)
+            loader.load_matrix(self, "lm_head_weight", [head], OUTPUT_DIM)
         leftover = [
             name
             for name in checkpoint.unread()
@@ -265,8 +320,15 @@ class LlamaModel(nn.Module):
         self._prepare_matrices([self])
 
     def _prepare_matrices(self, modules: Iterable[nn.Module]) -> None:
-        """Quantize the modules' own matrices, or lay them out once for the GEMM library."""
+        """Quantize the modules' own matrices, or lay them out once for the GEMM library or,
+        read quantized from the checkpoint, for the quantized kernel."""
+        prepared: dict[int, QuantizedMatrix | PanelMatrix] = {}  # a tied head stays tied
         for module in modules:
+            for name, value in list(vars(module).items()):
+                if isinstance(value, QuantizedMatrix):
+                    if id(value) not in prepared:
+                        prepared[id(value)] = prepare_quantized(value)
+                    setattr(module, name, prepared[id(value)])
             for name, param in list(module.named_parameters(recurse=False)):
                 if param.dim() != 2:
                     continue

@@ -16,6 +16,7 @@ from prism.engine.kv_cache_manager import KVCacheManager
 from prism.engine.local_ranks import LocalRanks, RankLauncher
 from prism.engine.model_runner import ModelRunner
 from prism.engine.parallel import check_tensor_parallel
+from prism.engine.quantization_plan import QuantizationPlan
 from prism.engine.request import Request
 from prism.engine.sampler import SampledToken, sample
 from prism.engine.scheduler import Scheduler, SchedulerOutput
@@ -26,7 +27,6 @@ from prism.hashing import BlockHash, cache_namespace, root_hash
 from prism.kv_events import KVEvent
 from prism.model_limits import check_context, check_token_ids
 from prism.models import ModelConfig, load_tokenizer, resolve_model
-from prism.models.quantized import QuantizationSpec
 from prism.outputs import FinishReason, RequestOutput
 from prism.sampling_params import SamplingParams
 
@@ -56,10 +56,13 @@ class LLMEngine:
         self.config = config
         self.model_config = ModelConfig.from_folder(model_path)
         self.tokenizer = tokenizer
+        self.quantization = QuantizationPlan.for_model(
+            config.quantization, config.quantization_group_size, model_path
+        )
         check_tensor_parallel(
             self.model_config,
             self.config.tensor_parallel_size,
-            QuantizationSpec.for_mode(config.quantization, config.quantization_group_size),
+            self.quantization.group_size(self.config.tensor_parallel_size),
         )
         self.ranks = None
         parallel = None
@@ -86,7 +89,7 @@ class LLMEngine:
             model_id,
             self.runner.device,
             str(self.runner.dtype).removeprefix("torch."),
-            self.config.quantization if self.config.quantization != "none" else "unquantized",
+            self.quantization.describe(),
             self.runner.weight_bytes() / (1 << 20),
             self.config.tensor_parallel_size,
             self.runner.num_blocks,

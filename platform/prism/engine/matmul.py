@@ -116,6 +116,8 @@ def linear(x: torch.Tensor, weight: Weight, bias: torch.Tensor | None = None) ->
     With bf16 weights and fp32 activations the activations are rounded to bf16 for the
     product either way, so widening (see the module's note) changes only the speed.
     """
+    if isinstance(weight, PanelMatrix | QuantizedMatrix) and weight.input_order is not None:
+        x = x.index_select(-1, weight.input_order)
     if isinstance(weight, PanelMatrix):
         return panel_matmul(x, weight, bias)
     if isinstance(weight, QuantizedMatrix):

@@ -12,12 +12,12 @@ from prism.engine.attention import AttentionBatch, PrefillSpan
 from prism.engine.engine_config import EngineConfig
 from prism.engine.llama import LlamaModel
 from prism.engine.parallel import ParallelSetup, TensorParallelGroup, check_tensor_parallel
+from prism.engine.quantization_plan import QuantizationPlan
 from prism.engine.request import Request
 from prism.engine.scheduler import ScheduledChunk
 from prism.engine.step_input import PrefillInput, StepInput, packing_order
 from prism.errors import EngineDead
 from prism.models import Checkpoint, ModelConfig
-from prism.models.quantized import QuantizationSpec
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +68,14 @@ class ModelRunner:
     ) -> None:
         self.config = config
         self.block_size = config.block_size
-        quantization = QuantizationSpec.for_mode(
-            config.quantization, config.quantization_group_size
+        quantization = QuantizationPlan.for_model(
+            config.quantization, config.quantization_group_size, weights_path
         )
-        check_tensor_parallel(model_config, config.tensor_parallel_size, quantization)
+        check_tensor_parallel(
+            model_config,
+            config.tensor_parallel_size,
+            quantization.group_size(config.tensor_parallel_size),
+        )
         self.device = resolve_device(config.device, parallel.rank if parallel else 0)
         self.dtype = resolve_dtype(config.dtype, self.device)
         self.weight_dtype = resolve_dtype(config.weight_dtype or config.dtype, self.device)
@@ -87,10 +91,10 @@ class ModelRunner:
             self.device,
             self.weight_dtype,
             self.group,
-            quantization,
+            quantization.at_load,
         )
         with Checkpoint(weights_path) as checkpoint:
-            self.model.load_weights(checkpoint)
+            self.model.load_weights(checkpoint, quantization.stored)
         self.num_kv_heads = model_config.num_kv_heads // self.group.size
         self.num_blocks = self.group.min(self._count_kv_blocks(model_config))
         self.kv_caches = torch.zeros(

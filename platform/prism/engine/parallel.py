@@ -16,7 +16,6 @@ import torch.distributed as dist
 
 from prism.errors import IncompatibleSettings, RankLost
 from prism.models import ModelConfig, Shard
-from prism.models.quantized import QuantizationSpec
 
 COLLECTIVE_TIMEOUT = timedelta(minutes=10)
 """How long a rank waits for the others, loading the weights included."""
@@ -42,23 +41,23 @@ class ParallelSetup:
         return ParallelSetup(rank, self.world_size, self.init_method)
 
 
-def check_tensor_parallel(
-    config: ModelConfig, size: int, quantization: QuantizationSpec | None = None
-) -> None:
+def check_tensor_parallel(config: ModelConfig, size: int, group_size: int | None = None) -> None:
     """Raise :class:`IncompatibleSettings` unless ``size`` ranks can split the model evenly
-    and, quantized, each rank's matrices divide into whole groups of columns."""
+    and, quantized in groups of ``group_size`` columns, each rank's matrices hold whole
+    groups."""
     _check_heads_and_width(config, size)
-    if quantization is not None:
-        try:
-            quantization.check_widths(
-                {
-                    "hidden size": config.hidden_size,
-                    "attention width per rank": config.num_heads * config.head_dim // size,
-                    "MLP width per rank": config.intermediate_size // size,
-                }
-            )
-        except ValueError as error:
-            raise IncompatibleSettings(str(error)) from None
+    if group_size is None:
+        return
+    widths = {
+        "hidden size": config.hidden_size,
+        "attention width per rank": config.num_heads * config.head_dim // size,
+        "MLP width per rank": config.intermediate_size // size,
+    }
+    uneven = [f"{name} ({width})" for name, width in widths.items() if width % group_size]
+    if uneven:
+        raise IncompatibleSettings(
+            f"quantization group size {group_size} does not divide the {', '.join(uneven)}"
+        )
 
 
 def _check_heads_and_width(config: ModelConfig, size: int) -> None:

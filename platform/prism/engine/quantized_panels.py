@@ -32,6 +32,8 @@ class PanelMatrix:
     data: torch.Tensor
     scales: torch.Tensor
     offsets: torch.Tensor | None
+    input_order: torch.Tensor | None = None
+    """The activations' column order (see :class:`QuantizedMatrix`)."""
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -41,7 +43,7 @@ class PanelMatrix:
     @property
     def nbytes(self) -> int:
         """Bytes held: the integers, the scales and the offsets (padding included)."""
-        tensors = (self.data, self.scales, self.offsets)
+        tensors = (self.data, self.scales, self.offsets, self.input_order)
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
     def take_rows(self, ids: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -80,7 +82,15 @@ def to_panels(matrix: QuantizedMatrix) -> PanelMatrix:
         columns = _panels(matrix.integers().to(torch.uint8))
         data = (columns[:, 0::2] | (columns[:, 1::2] << 4)).contiguous()
     offsets = None if matrix.offsets is None else _panels(matrix.offsets)
-    return PanelMatrix(matrix.bits, matrix.group_size, rows, data, _panels(matrix.scales), offsets)
+    return PanelMatrix(
+        matrix.bits,
+        matrix.group_size,
+        rows,
+        data,
+        _panels(matrix.scales),
+        offsets,
+        matrix.input_order,
+    )
 
 
 def panel_matmul(

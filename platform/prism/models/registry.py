@@ -13,6 +13,7 @@ from pathlib import Path
 
 from prism.errors import ModelNotFound
 from prism.models.gguf import convert_gguf
+from prism.models.prequantized.gguf import GGUF_SOURCE_LINK
 
 logger = logging.getLogger(__name__)
 
@@ -89,10 +90,25 @@ def _gguf_cache_key(gguf: Path) -> str:
 def _converted(gguf: Path, key: str) -> Path:
     """Return the cached HF folder for ``gguf``, converting it on first use."""
     folder = cache_dir() / "models" / key
-    if (folder / "config.json").is_file():
-        return folder
-    logger.info("converting %s into %s", gguf, folder)
-    started = time.perf_counter()
-    convert_gguf(gguf, folder)
-    logger.info("converted %s in %.1f s", gguf.name, time.perf_counter() - started)
+    if not (folder / "config.json").is_file():
+        logger.info("converting %s into %s", gguf, folder)
+        started = time.perf_counter()
+        convert_gguf(gguf, folder)
+        logger.info("converted %s in %.1f s", gguf.name, time.perf_counter() - started)
+    _link_source(folder, gguf)
     return folder
+
+
+def _link_source(folder: Path, gguf: Path) -> None:
+    """Point the folder's ``source.gguf`` at ``gguf`` (``quantization: gguf`` reads it).
+
+    The link is replaced in one rename, so processes resolving the same model at once
+    never see it missing.
+    """
+    link, target = folder / GGUF_SOURCE_LINK, gguf.resolve()
+    if link.is_symlink() and link.resolve() == target:
+        return
+    staging = folder / f".{GGUF_SOURCE_LINK}.{os.getpid()}"
+    staging.unlink(missing_ok=True)
+    staging.symlink_to(target)
+    staging.replace(link)

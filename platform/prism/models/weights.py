@@ -90,6 +90,11 @@ class Checkpoint:
         cast = dtype if tensor.is_floating_point() else tensor.dtype
         return tensor.to(device=device, dtype=cast)
 
+    def skip(self, name: str) -> None:
+        """Count ``name`` as used without reading it (another copy of it was read)."""
+        if name in self._files:
+            self._read.add(name)
+
     def unread(self) -> list[str]:
         """Names of the tensors never read, sorted."""
         return sorted(set(self._files) - self._read)
