@@ -8,23 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFReader, quants
+from gguf import GGMLQuantizationType, GGUFReader, quants
 
 from prism.models.gguf_blocks import REPACKABLE_GGUF_TYPES, repack_gguf_tensor
+from support.gguf_files import QUANTIZABLE, random_blocks
 
 Q = GGMLQuantizationType
 ROWS, COLS = 6, 512
-
-QUANTIZABLE = (Q.Q8_0, Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1)
-"""Types gguf's Python package can quantize."""
-
-FLOAT_FIELDS: dict[GGMLQuantizationType, tuple[tuple[int, type[np.floating]], ...]] = {
-    Q.Q4_K: ((0, np.float16), (2, np.float16)),
-    Q.Q5_K: ((0, np.float16), (2, np.float16)),
-    Q.Q6_K: ((208, np.float16),),
-    Q.Q8_K: ((0, np.float32),),
-}
-"""Float fields (byte offset, type) of the blocks gguf cannot produce, built here instead."""
 
 EXPECTED_LAYOUT = {
     Q.Q8_0: (8, 32, False),
@@ -37,20 +27,6 @@ EXPECTED_LAYOUT = {
     Q.Q5_K: (8, 32, True),
     Q.Q6_K: (8, 16, False),
 }
-
-
-def random_blocks(qtype: GGMLQuantizationType, rows: int, cols: int, seed: int) -> np.ndarray:
-    """[rows, row_bytes] of ``qtype``: gguf's quantization of random weights where gguf can
-    quantize ``qtype``, else random bytes with small finite float fields."""
-    rng = np.random.default_rng(seed)
-    if qtype in QUANTIZABLE:
-        return quants.quantize(rng.normal(0, 1, (rows, cols)).astype(np.float32), qtype)
-    block_size, type_size = GGML_QUANT_SIZES[qtype]
-    blocks = rng.integers(0, 256, (rows, cols // block_size, type_size), dtype=np.uint8)
-    for start, dtype in FLOAT_FIELDS[qtype]:
-        field = rng.normal(0, 0.02, (*blocks.shape[:2], 1)).astype(dtype).view(np.uint8)
-        blocks[..., start : start + field.shape[-1]] = field
-    return blocks.reshape(rows, -1)
 
 
 def assert_exact(raw: np.ndarray, qtype: GGMLQuantizationType, expected: np.ndarray) -> None:

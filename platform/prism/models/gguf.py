@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from prism.errors import InvalidRequest, ModelNotFound
 
@@ -47,8 +47,14 @@ def _publish(staging: Path, out_dir: Path) -> None:
 def _write_hf_folder(gguf_path: Path, folder: Path) -> None:
     directory, name = gguf_path.parent, gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name, local_files_only=True)
+    dequantized_model(gguf_path).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def dequantized_model(gguf_path: Path) -> PreTrainedModel:
+    """transformers' float32 model of a GGUF file, as a plain model that can be saved."""
     loaded = AutoModelForCausalLM.from_pretrained(
-        directory, gguf_file=name, dtype=torch.float32, local_files_only=True
+        gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32, local_files_only=True
     )
     # save_pretrained refuses GGUF-quantized models: copy the weights into a plain one.
     config_dict = loaded.config.to_dict()
@@ -57,5 +63,4 @@ def _write_hf_folder(gguf_path: Path, folder: Path) -> None:
     model = type(loaded)(config)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    return model.eval()
