@@ -24,6 +24,7 @@ from prism.engine import EngineConfig, LLMEngine
 from prism.engine.model_runner import available_cpus, resolve_device
 from prism.engine.scoring import TokenScores, score_tokens
 from prism.models import load_tokenizer, resolve_model
+from prism.models.prequantized.gguf import GGUF_SOURCE_LINK
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,9 @@ def run_quality_bench(
     reference: TokenScores | None = None
     results: list[ModeQuality] = []
     dtype_name = dtype
+    if "gguf" in modes and not (model.path / GGUF_SOURCE_LINK).exists():
+        progress(f"skipping gguf: {model.model_id} was not converted from a GGUF file")
+        modes = [mode for mode in modes if mode != "gguf"]
     for mode in [REFERENCE_MODE, *(m for m in modes if m != REFERENCE_MODE)]:
         settings = EngineSettings.model_validate(
             {

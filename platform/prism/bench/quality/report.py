@@ -28,6 +28,8 @@ def format_report(result: QualityResult) -> str:
         group = "-" if mode.group_size is None else str(mode.group_size)
         if mode.mode == "int8" and mode.group_size is None:
             group = "row"
+        if mode.mode == "gguf":
+            group = "blocks"
         change = mode.perplexity / reference.perplexity - 1.0
         agreement = "-" if mode.agreement is None else f"{mode.agreement:.1%}"
         lines.append(
