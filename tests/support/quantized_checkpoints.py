@@ -15,6 +15,8 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from support.models import TINY_SHAPE
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TOOLS_VENV = REPO_ROOT / ".venv" / "quant-tools"
 TOOLS_PYTHON = TOOLS_VENV / "bin" / "python"
@@ -25,15 +27,8 @@ WRITE_TIMEOUT_S = 1800.0
 """Generous: gptqmodel's first run on a machine warms up for about 40 s, each variant then takes
 seconds on the tiny model; SmolLM2-135M takes about two minutes with GPTQ."""
 
-QUANTIZED_TINY_SHAPE = dict(
-    vocab_size=256,
-    hidden_size=256,
-    intermediate_size=512,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=512,
-    tie_word_embeddings=False,
+QUANTIZED_TINY_SHAPE = TINY_SHAPE | dict(
+    hidden_size=256, intermediate_size=512, tie_word_embeddings=False
 )
 """Every Linear's in_features (256 or 512) is a multiple of the tools' default group size, 128."""
 

@@ -161,10 +161,10 @@ class Attention(nn.Module):
         loader.load_matrix(self, "qkv_weight", [f"{prefix}.{n}" for n in names], OUTPUT_DIM)
         if self.qkv_bias is not None:
             loader.fill_fused(self.qkv_bias, [f"{prefix}.{n}.bias" for n in names])
-        loader.load_matrix(self, "o_weight", [f"{prefix}.o_proj"], INPUT_DIM)
-        if f"{prefix}.o_proj.bias" in loader.checkpoint:
-            o_bias = loader.read(f"{prefix}.o_proj.bias", self.o_weight)
+        if f"{prefix}.o_proj.bias" in loader.checkpoint:  # before o_weight may be quantized
+            o_bias = loader.read(f"{prefix}.o_proj.bias", cast(torch.Tensor, self.o_weight))
             self.o_bias = nn.Parameter(o_bias, requires_grad=False)
+        loader.load_matrix(self, "o_weight", [f"{prefix}.o_proj"], INPUT_DIM)
 
     def forward(
         self,
