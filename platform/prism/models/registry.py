@@ -109,6 +109,9 @@ def _link_source(folder: Path, gguf: Path) -> None:
     if link.is_symlink() and link.resolve() == target:
         return
     staging = folder / f".{GGUF_SOURCE_LINK}.{os.getpid()}"
-    staging.unlink(missing_ok=True)
-    staging.symlink_to(target)
-    staging.replace(link)
+    try:
+        staging.unlink(missing_ok=True)
+        staging.symlink_to(target)
+        staging.replace(link)
+    except OSError as error:  # a read-only cache still serves every other mode
+        logger.warning("cannot link %s to %s (quantization gguf needs it): %s", link, gguf, error)
