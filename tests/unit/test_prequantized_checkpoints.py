@@ -116,7 +116,7 @@ def test_act_order_checkpoints_are_not_split_by_columns(
 ) -> None:
     folder, _ = tiny_checkpoints["gptq-sym-act"]
     config = engine_config(num_kv_blocks=128, num_threads=1, tensor_parallel_size=2)
-    with pytest.raises(Exception, match="act-order cannot be split by columns"):
+    with pytest.raises(ValueError, match="act-order cannot be split by columns"):
         LLMEngine("gptq-act", folder, config)
 
 

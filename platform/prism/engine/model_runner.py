@@ -83,32 +83,36 @@ class ModelRunner:
             per_rank = max(1, available_cpus() // config.tensor_parallel_size)
             torch.set_num_threads(config.num_threads or per_rank)
         self.group = self._join(parallel)
-        max_positions = config.max_model_len or model_config.max_position_embeddings
-        self.model = LlamaModel(
-            model_config,
-            max_positions,
-            self.dtype,
-            self.device,
-            self.weight_dtype,
-            self.group,
-            quantization.at_load,
-        )
-        with Checkpoint(weights_path) as checkpoint:
-            self.model.load_weights(checkpoint, quantization.stored)
-        self.num_kv_heads = model_config.num_kv_heads // self.group.size
-        self.num_blocks = self.group.min(self._count_kv_blocks(model_config))
-        self.kv_caches = torch.zeros(
-            (
-                model_config.num_layers,
-                2,
-                self.num_kv_heads,
-                self.num_blocks,
-                self.block_size,
-                model_config.head_dim,
-            ),
-            dtype=self.dtype,
-            device=self.device,
-        )
+        try:
+            max_positions = config.max_model_len or model_config.max_position_embeddings
+            self.model = LlamaModel(
+                model_config,
+                max_positions,
+                self.dtype,
+                self.device,
+                self.weight_dtype,
+                self.group,
+                quantization.at_load,
+            )
+            with Checkpoint(weights_path) as checkpoint:
+                self.model.load_weights(checkpoint, quantization.stored)
+            self.num_kv_heads = model_config.num_kv_heads // self.group.size
+            self.num_blocks = self.group.min(self._count_kv_blocks(model_config))
+            self.kv_caches = torch.zeros(
+                (
+                    model_config.num_layers,
+                    2,
+                    self.num_kv_heads,
+                    self.num_blocks,
+                    self.block_size,
+                    model_config.head_dim,
+                ),
+                dtype=self.dtype,
+                device=self.device,
+            )
+        except BaseException:  # a rank that fails to load leaves its group, so it can rejoin
+            self.group.close()
+            raise
 
     def _join(self, parallel: ParallelSetup | None) -> TensorParallelGroup:
         size = self.config.tensor_parallel_size
