@@ -23,7 +23,7 @@ def test_serve_quantizes_every_model_of_the_profile_when_asked() -> None:
 def test_serve_keeps_the_profiles_precision_by_default() -> None:
     config = _serve_config(build_parser().parse_args(["serve"]))
 
-    assert [model.engine.quantization for model in config.models] == ["gguf"]
+    assert [model.engine.quantization for model in config.models] == ["int8"]
     assert config.models == load_config(DEFAULT_PROFILE).models
 
 
