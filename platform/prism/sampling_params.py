@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prism.errors import InvalidRequest
+from prism.structured_output import StructuredOutput
 
 MAX_LOGPROBS = 20
 
@@ -15,6 +16,7 @@ class SamplingParams:
 
     ``temperature == 0`` means greedy. ``max_tokens=None`` fills the context.
     ``logprobs=None`` returns none; ``0`` the sampled token's; ``k`` also the top ``k``.
+    ``structured`` constrains the output to a schema, regex, choice or grammar.
     """
 
     max_tokens: int | None = 16
@@ -32,6 +34,7 @@ class SamplingParams:
     ignore_eos: bool = False
     logprobs: int | None = None
     skip_special_tokens: bool = True
+    structured: StructuredOutput | None = None
 
     @property
     def greedy(self) -> bool:

@@ -52,7 +52,8 @@ def test_malformed_json_is_a_400(http) -> None:
         ({"seed": 2**64}, "seed"),
         ({"messages": [{"role": "user", "content": "lone \ud800"}]}, "messages.0.content"),
         ({"use_beam_search": True}, "use_beam_search"),
-        ({"guided_json": {"type": "object"}}, "guided_json"),
+        ({"guided_json": {"type": "object", "if": {}}}, "guided_json"),
+        ({"guided_regex": "(unclosed"}, "guided_regex"),
         ({"n": 2, "best_of": 4}, None),
     ],
 )

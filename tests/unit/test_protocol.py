@@ -121,14 +121,35 @@ def test_an_empty_prompt_list_is_refused() -> None:
             "messages.0.content",
         ),
         (CompletionRequest, {"prompt": "x", "use_beam_search": True}, "use_beam_search"),
-        (CompletionRequest, {"prompt": "x", "guided_json": {}}, "guided_json"),
-        (CompletionRequest, {"prompt": "x", "guided_regex": "a+"}, "guided_regex"),
-        (ChatCompletionRequest, {"messages": USER, "guided_choice": ["a"]}, "guided_choice"),
+        (CompletionRequest, {"prompt": "x", "guided_json": {"type": "strnig"}}, "guided_json"),
+        (CompletionRequest, {"prompt": "x", "guided_regex": "a(+"}, "guided_regex"),
+        (ChatCompletionRequest, {"messages": USER, "guided_choice": [""]}, "guided_choice"),
         (ChatCompletionRequest, {"messages": USER, "guided_grammar": "g"}, "guided_grammar"),
         (
             ChatCompletionRequest,
-            {"messages": USER, "structured_outputs": {"regex": "a"}},
-            "structured_outputs",
+            {"messages": USER, "structured_outputs": {"regex": "[a-"}},
+            "structured_outputs.regex",
+        ),
+        (
+            ChatCompletionRequest,
+            {"messages": USER, "structured_outputs": {"whitespace_pattern": " "}},
+            "structured_outputs.whitespace_pattern",
+        ),
+        (
+            ChatCompletionRequest,
+            {
+                "messages": USER,
+                "response_format": {
+                    "type": "json_schema",
+                    "json_schema": {"name": "n", "schema": {"not": {"type": "null"}}},
+                },
+            },
+            "response_format.json_schema.schema",
+        ),
+        (
+            ChatCompletionRequest,
+            {"messages": USER, "tools": [{"type": "function", "function": {"name": "a b"}}]},
+            "tools.0.function.name",
         ),
     ],
 )
@@ -151,12 +172,31 @@ def test_an_invalid_field_is_named_in_the_error(
         (CompletionRequest, {"prompt": "x", "stream_options": {}}, "stream_options"),
         (CompletionRequest, {"prompt": "x", "n": 2, "best_of": 3}, "best_of"),
         (CompletionRequest, {"prompt": ["p"] * 33, "n": 2}, "at most 64 per call"),
-        (ChatCompletionRequest, {"messages": USER, "tools": [{"type": "function"}]}, "tools"),
         (ChatCompletionRequest, {"messages": USER, "top_logprobs": 2}, "top_logprobs"),
         (
             ChatCompletionRequest,
-            {"messages": USER, "response_format": {"type": "json_object"}},
-            "response_format",
+            {"messages": USER, "guided_regex": "a", "response_format": {"type": "json_object"}},
+            "sets guided_regex, response_format",
+        ),
+        (
+            ChatCompletionRequest,
+            {"messages": USER, "guided_json": {"type": "array", "uniqueItems": True}},
+            'Unimplemented keys: ["uniqueItems"]',
+        ),
+        (ChatCompletionRequest, {"messages": USER, "tool_choice": "required"}, "needs tools"),
+        (
+            ChatCompletionRequest,
+            {
+                "messages": USER,
+                "tools": [{"type": "function", "function": {"name": "f"}}],
+                "tool_choice": {"type": "function", "function": {"name": "g"}},
+            },
+            "not among the tools",
+        ),
+        (
+            ChatCompletionRequest,
+            {"messages": [{"role": "tool", "content": "42"}]},
+            "tool_call_id",
         ),
     ],
 )

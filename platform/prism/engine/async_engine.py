@@ -22,6 +22,7 @@ import uuid
 from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from prism.engine.llm_engine import LLMEngine
 from prism.engine.step_watchdog import StepWatchdog
@@ -49,6 +50,7 @@ class _Add:
     prompt_token_ids: list[int]
     params: SamplingParams
     cache_salt: str | None
+    matcher: Any | None
 
 
 @dataclass(slots=True)
@@ -129,10 +131,14 @@ class AsyncEngine:
     ) -> AsyncIterator[RequestOutput]:
         """Stream a request's outputs; leaving the iteration early aborts the request.
 
-        Invalid requests raise :class:`~prism.errors.InvalidRequest` before any work.
+        Invalid requests raise :class:`~prism.errors.InvalidRequest` before any work. A
+        constrained request's grammar is compiled on a worker thread, off the step loop.
         """
         self.check_health()
         self.engine.validate(prompt_token_ids, params)
+        matcher = None
+        if params.structured is not None:
+            matcher = await asyncio.to_thread(self.engine.compile_constraint, params)
         request_id = request_id or uuid.uuid4().hex
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
         with self._streams_lock:
@@ -145,7 +151,7 @@ class AsyncEngine:
             with self._streams_lock:
                 self._streams.pop(request_id, None)
             self.check_health()
-        self._inbox.put(_Add(request_id, list(prompt_token_ids), params, cache_salt))
+        self._inbox.put(_Add(request_id, list(prompt_token_ids), params, cache_salt, matcher))
         finished = False
         try:
             while not finished:
@@ -277,7 +283,11 @@ class AsyncEngine:
         else:
             try:
                 self.engine.add_request(
-                    command.request_id, command.prompt_token_ids, command.params, command.cache_salt
+                    command.request_id,
+                    command.prompt_token_ids,
+                    command.params,
+                    command.cache_salt,
+                    command.matcher,
                 )
             except Exception as error:
                 self._send(command.request_id, error, last=True)

@@ -12,6 +12,7 @@ import torch
 
 from prism.engine.detokenizer import OutputText
 from prism.engine.engine_config import EngineConfig
+from prism.engine.grammar import GrammarCompiler
 from prism.engine.kv_cache_manager import KVCacheManager
 from prism.engine.local_ranks import LocalRanks, RankLauncher
 from prism.engine.model_runner import ModelRunner
@@ -83,6 +84,13 @@ class LLMEngine:
         self._faults = FaultInjector(self.config.fault_injection)
         self._requests: dict[str, Request] = {}
         self._seed_source = torch.Generator().manual_seed(self.config.seed)
+        self.grammars = (
+            None
+            if tokenizer is None
+            else GrammarCompiler(
+                tokenizer, self.model_config.vocab_size, self.model_config.eos_token_ids
+            )
+        )
         logger.info(
             "engine ready: %s on %s (%s, weights %s, %.1f MiB, %d ranks), "
             "%d KV blocks of %d tokens (%d tokens), max_model_len %d",
@@ -163,7 +171,20 @@ class LLMEngine:
         params.validate(vocab_size)
         if params.stop and self.tokenizer is None:
             raise InvalidRequest("stop strings need a tokenizer", "stop")
+        if params.structured is not None and self.grammars is None:
+            raise InvalidRequest("structured output needs a tokenizer", "structured_outputs")
         check_context(len(prompt_token_ids), params.max_tokens, self.max_model_len)
+
+    def compile_constraint(self, params: SamplingParams) -> Any | None:
+        """The grammar matcher a request with ``params`` needs (None: unconstrained).
+
+        Thread-safe, so callers may compile off the step loop; grammars are cached.
+        """
+        if params.structured is None:
+            return None
+        if self.grammars is None:
+            raise InvalidRequest("structured output needs a tokenizer", "structured_outputs")
+        return self.grammars.matcher(params.structured)
 
     def add_request(
         self,
@@ -171,11 +192,18 @@ class LLMEngine:
         prompt_token_ids: list[int],
         params: SamplingParams,
         cache_salt: str | None = None,
+        matcher: Any | None = None,
     ) -> Request:
-        """Validate and queue a request."""
+        """Validate and queue a request.
+
+        ``matcher`` is the request's compiled constraint if the caller compiled it already
+        (:meth:`compile_constraint`); otherwise it is compiled here.
+        """
         if request_id in self._requests:
             raise InvalidRequest(f"request id {request_id!r} is already in use", "request_id")
         self.validate(prompt_token_ids, params)
+        if matcher is None:
+            matcher = self.compile_constraint(params)
         seed = params.seed
         if seed is None:
             seed = int(torch.randint(0, 2**62, (1,), generator=self._seed_source))
@@ -196,6 +224,7 @@ class LLMEngine:
             arrival_time=time.monotonic(),
             generator=generator,
             text=text,
+            matcher=matcher,
         )
         self._requests[request_id] = request
         self.scheduler.add(request)
@@ -264,6 +293,15 @@ class LLMEngine:
             request.output_logprobs.append(sampled.logprob)
         if request.first_token_time is None:
             request.first_token_time = time.monotonic()
+        if request.matcher is not None and not request.matcher.consume_token(token_id):
+            logger.error(
+                "request %s sampled a token its grammar forbids: %s",
+                request.request_id,
+                request.matcher.get_error(),
+            )
+            self._requests.pop(request.request_id, None)
+            self._finish(request, FinishReason.ABORT)
+            return self._output(request, [token_id], [])
         reason, stop = self._stop_reason(request, token_id)
         if reason is not None:
             request.stop_reason = stop
@@ -285,6 +323,8 @@ class LLMEngine:
             stop = request.text.push(token_id, check_stop=may_stop)
             if stop is not None:
                 return FinishReason.STOP, stop
+        if request.matcher is not None and request.matcher.is_stopped():
+            return FinishReason.STOP, None  # the grammar is complete and allows nothing more
         if len(request.output_token_ids) >= request.max_tokens:
             return FinishReason.LENGTH, None
         if request.num_tokens >= self.max_model_len:

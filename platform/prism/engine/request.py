@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -26,6 +27,7 @@ class Request:
 
     ``num_computed_tokens`` counts the leading tokens whose K/V sit in the cache;
     ``block_hashes`` holds the hash of every full block of ``token_ids`` so far.
+    ``matcher`` (an llguidance matcher) holds the state of a constrained request's grammar.
     """
 
     request_id: str
@@ -38,6 +40,7 @@ class Request:
     arrival_time: float
     generator: torch.Generator
     text: OutputText | None = None
+    matcher: Any | None = None
     token_ids: list[int] = field(init=False)
     output_token_ids: list[int] = field(default_factory=list)
     output_logprobs: list[TokenLogprob] = field(default_factory=list)

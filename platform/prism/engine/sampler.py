@@ -1,7 +1,8 @@
 """Turns each sampling row's logits into the next token.
 
-Order: penalties, the ``min_tokens`` mask, log-probabilities (of the penalised model
-distribution), then greedy argmax or temperature / top-k / top-p / min-p sampling. Each
+Order: penalties, the grammar masks of constrained requests, the ``min_tokens`` mask,
+log-probabilities (of the distribution so far: penalised and constrained), then greedy argmax
+or temperature / top-k / top-p / min-p sampling. Each
 request draws its noise from its own generator, so a seeded request samples the same tokens
 whatever else shares its batch.
 """
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from prism.engine.grammar import mask_disallowed
 from prism.engine.request import Request
 from prism.outputs import TokenLogprob
 
@@ -40,8 +42,15 @@ def _block_stop_tokens(logits: torch.Tensor, request: Request) -> None:
     banned = set(request.params.stop_token_ids)
     if not request.params.ignore_eos:
         banned |= request.eos_token_ids
-    if banned:
-        logits[sorted(banned)] = float("-inf")
+    if not banned:
+        return
+    stops = sorted(banned)
+    if request.matcher is not None:
+        others = torch.isfinite(logits)
+        others[stops] = False
+        if not others.any():
+            return  # the grammar allows nothing but a stop: it wins over min_tokens
+    logits[stops] = float("-inf")
 
 
 def _filter(logits: torch.Tensor, requests: list[Request]) -> torch.Tensor:
@@ -84,6 +93,10 @@ def sample(logits: torch.Tensor, requests: list[Request]) -> list[SampledToken]:
     for row, request in enumerate(requests):
         if request.params.has_penalties:
             _apply_penalties(logits[row], request)
+    constrained = [row for row, r in enumerate(requests) if r.matcher is not None]
+    if constrained:
+        mask_disallowed(logits, constrained, [requests[row].matcher for row in constrained])
+    for row, request in enumerate(requests):
         if len(request.output_token_ids) < request.params.min_tokens:
             _block_stop_tokens(logits[row], request)
 

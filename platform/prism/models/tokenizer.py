@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from jinja2 import TemplateError
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
@@ -21,13 +21,20 @@ def load_tokenizer(path: Path) -> PreTrainedTokenizerBase:
 
 
 def apply_chat_template(
-    tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]
+    tokenizer: PreTrainedTokenizerBase,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]] | None = None,
 ) -> list[int]:
-    """Return the token ids of ``messages`` rendered by the chat template, ready to generate."""
+    """Return the token ids of ``messages`` rendered by the chat template, ready to generate.
+
+    ``tools`` (function definitions) go to a template that renders tools.
+    """
     if not tokenizer.chat_template:
         raise InvalidRequest("this model's tokenizer has no chat template", param="messages")
     try:
-        encoded = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        encoded = tokenizer.apply_chat_template(
+            messages, tools=tools or None, add_generation_prompt=True, tokenize=True
+        )
     except TemplateError as exc:
         raise InvalidRequest(
             f"chat template rejected the messages: {exc}", param="messages"

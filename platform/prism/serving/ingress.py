@@ -28,7 +28,12 @@ from prism.serving.grpc_service import GenerationRPCs
 from prism.serving.headers import SESSION_HEADER
 from prism.serving.http_middleware import APIMiddleware
 from prism.serving.protocol import ChatCompletionRequest, CompletionRequest, invalid_fields
-from prism.serving.responses import ResponseBuilder, streaming_response, whole_response_headers
+from prism.serving.responses import (
+    ResponseBuilder,
+    ToolCalling,
+    streaming_response,
+    whole_response_headers,
+)
 from prism.serving.served_model import ServedModel
 
 logger = logging.getLogger(__name__)
@@ -80,6 +85,15 @@ def read_api_keys(settings: HTTPSettings) -> APIKeys:
     return APIKeys.of(
         read_api_key(settings), settings.api_keys_file, settings.max_concurrent_requests_per_key
     )
+
+
+def tool_calling(body: ChatCompletionRequest) -> ToolCalling | None:
+    """How to read a chat's reply for tool calls (None: it offers no tools)."""
+    tools = body.offered_tools
+    if not tools:
+        return None
+    names = frozenset(tool.function.name for tool in tools)
+    return ToolCalling(names, body.tool_calls_enforced)
 
 
 @serve.ingress(app)
@@ -154,7 +168,7 @@ class Ingress(GenerationRPCs):
     @app.post("/v1/chat/completions")
     async def chat_completions(self, body: ChatCompletionRequest, request: Request) -> Any:
         model = self._model(body.model)
-        prompt = await model.render_chat(body.chat_messages())
+        prompt = await model.render_chat(body.chat_messages(), body.offered_tools)
         params = body.sampling_params(body.output_limit, body.logprobs_count)
         choices = await model.start(
             [prompt],
@@ -165,7 +179,12 @@ class Ingress(GenerationRPCs):
             request.state.tenant,
         )
         response = ResponseBuilder(
-            "chatcmpl", model.id, model.tokenizer, body.include_usage, body.logprobs
+            "chatcmpl",
+            model.id,
+            model.tokenizer,
+            body.include_usage,
+            body.logprobs,
+            tool_calling(body),
         )
         if body.stream:
             return streaming_response(

@@ -2,9 +2,11 @@
 
 Unknown fields are ignored, as OpenAI clients send new ones over time; known fields take only
 the JSON type the API schema gives them (``"2"`` and ``true`` are no integer, so no token id
-either). Fields Prism does not implement and that would change the output (tools,
-logit_bias, structured output, beam search, ``best_of`` > ``n``) are refused with a clear 400
-rather than silently dropped. Every input has a limit: ``n``, prompts × ``n`` per call, seeds
+either). Fields Prism does not implement and that would change the output (logit_bias, beam
+search, ``best_of`` > ``n``) are refused with a clear 400 rather than silently dropped.
+Output constraints (``response_format``, ``structured_outputs``, ``guided_*``) and tools are
+parsed by :mod:`prism.serving.constraints` and :mod:`prism.serving.tools`.
+Every input has a limit: ``n``, prompts × ``n`` per call, seeds
 the engine can take, text that UTF-8 can encode (no lone surrogates).
 """
 
@@ -25,20 +27,16 @@ from pydantic import (
 
 from prism.errors import InvalidRequest
 from prism.sampling_params import MAX_LOGPROBS, SamplingParams
+from prism.serving.constraints import ConstraintFields, ResponseFormat, single_constraint
+from prism.serving.tools import Tool, ToolChoice, call_grammar
+from prism.structured_output import StructuredOutput
 
 MAX_N = 16
 MAX_CHOICES = 64
 """Engine requests one API call may start: its prompts times ``n``."""
 SEED_RANGE = (-(2**63), 2**63 - 1)
 """Seeds the engine's generators take (a choice's seed is the request's plus its index)."""
-UNIMPLEMENTED = (
-    "use_beam_search",
-    "guided_json",
-    "guided_regex",
-    "guided_choice",
-    "guided_grammar",
-    "structured_outputs",
-)
+UNIMPLEMENTED = ("use_beam_search",)
 """Fields other servers accept that would change the output and Prism does not implement."""
 
 
@@ -117,7 +115,7 @@ class StreamOptions(_Body):
     include_usage: bool = False
 
 
-class _SamplingFields(_Body):
+class _SamplingFields(_Body, ConstraintFields):
     """Fields shared by completions and chat completions."""
 
     model: str = Field(min_length=1)
@@ -131,11 +129,6 @@ class _SamplingFields(_Body):
     seed: Seed | None = None
     best_of: Count | None = None
     use_beam_search: bool = False
-    guided_json: Any = None
-    guided_regex: Any = None
-    guided_choice: Any = None
-    guided_grammar: Any = None
-    structured_outputs: Any = None
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     user: str | None = None
@@ -166,7 +159,12 @@ class _SamplingFields(_Body):
             raise ValueError("stream_options is only allowed when stream is true")
         if isinstance(self.stop, list) and len(self.stop) > 4:
             raise ValueError("at most 4 stop sequences are allowed")
+        self.constraint()  # at most one
         return self
+
+    def constraint(self) -> StructuredOutput | None:
+        """The request's output constraint, if it has one (a ``ValueError`` for several)."""
+        return single_constraint(self.requested_constraints())
 
     @property
     def include_usage(self) -> bool:
@@ -189,6 +187,7 @@ class _SamplingFields(_Body):
             stop_token_ids=list(self.stop_token_ids or []),
             ignore_eos=self.ignore_eos,
             logprobs=logprobs,
+            structured=self.constraint(),
         )
 
 
@@ -238,10 +237,31 @@ class TextPart(_Body):
     text: Text
 
 
+class CalledFunction(_Body):
+    name: str
+    arguments: str
+
+
+class MessageToolCall(_Body):
+    id: str
+    type: Literal["function"] = "function"
+    function: CalledFunction
+
+
 class ChatMessage(_Body):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: Text | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[MessageToolCall] | None = None
+    tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _tool_fields_in_their_roles(self) -> ChatMessage:
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        if (self.role == "tool") != (self.tool_call_id is not None):
+            raise ValueError("tool messages, and only they, need a tool_call_id")
+        return self
 
     def text(self) -> str:
         if self.content is None:
@@ -256,19 +276,53 @@ class ChatCompletionRequest(_SamplingFields):
     max_completion_tokens: Count | None = None
     logprobs: bool = False
     top_logprobs: TopLogprobs | None = None
-    tools: list[Any] | None = None
-    tool_choice: Any | None = None
-    response_format: dict[str, Any] | None = None
+    tools: list[Tool] | None = Field(None, max_length=128)
+    tool_choice: ToolChoice | None = None
+    parallel_tool_calls: bool = True
+    response_format: ResponseFormat | None = None
 
     @model_validator(mode="after")
-    def _refuse_chat_extras(self) -> ChatCompletionRequest:
-        if self.tools or self.tool_choice not in (None, "none"):
-            raise ValueError("tools and tool_choice are not supported")
-        if self.response_format and self.response_format.get("type") != "text":
-            raise ValueError("only response_format type 'text' is supported")
+    def _check_chat_extras(self) -> ChatCompletionRequest:
         if self.top_logprobs and not self.logprobs:
             raise ValueError("top_logprobs needs logprobs set to true")
+        names = [tool.function.name for tool in self.tools or []]
+        if len(set(names)) != len(names):
+            raise ValueError("tools: function names must be unique")
+        if self.tool_choice not in (None, "none") and not names:
+            raise ValueError("tool_choice needs tools")
+        named = self.named_tool
+        if named is not None and named not in names:
+            raise ValueError(f"tool_choice names {named!r}, which is not among the tools")
         return self
+
+    @property
+    def named_tool(self) -> str | None:
+        choice = self.tool_choice
+        return None if choice is None or isinstance(choice, str) else choice.function.name
+
+    @property
+    def offered_tools(self) -> list[Tool]:
+        """The tools the model is told about: none when ``tool_choice`` is ``none``."""
+        if not self.tools or self.tool_choice == "none":
+            return []
+        named = self.named_tool
+        return [t for t in self.tools if named is None or t.function.name == named]
+
+    @property
+    def tool_calls_enforced(self) -> bool:
+        """Whether a grammar forces the reply to be tool calls."""
+        return bool(self.offered_tools) and self.tool_choice not in (None, "auto")
+
+    def constraint(self) -> StructuredOutput | None:
+        found = self.requested_constraints()
+        if self.response_format is not None:
+            format_constraint = self.response_format.constraint()
+            if format_constraint is not None:
+                found.append(("response_format", format_constraint))
+        if self.tool_calls_enforced:
+            parallel = self.parallel_tool_calls and self.named_tool is None
+            found.append(("tool_choice", call_grammar(self.offered_tools, parallel)))
+        return single_constraint(found)
 
     @property
     def output_limit(self) -> int | None:
@@ -278,9 +332,17 @@ class ChatCompletionRequest(_SamplingFields):
     def logprobs_count(self) -> int | None:
         return (self.top_logprobs or 0) if self.logprobs else None
 
-    def chat_messages(self) -> list[dict[str, str]]:
-        """Messages as the chat template wants them (``developer`` is a system message)."""
-        return [
-            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
-            for m in self.messages
-        ]
+    def chat_messages(self) -> list[dict[str, Any]]:
+        """Messages as chat templates want them (``developer`` is a system message)."""
+        messages = []
+        for m in self.messages:
+            message: dict[str, Any] = {
+                "role": "system" if m.role == "developer" else m.role,
+                "content": m.text(),
+            }
+            if m.tool_calls:
+                message["tool_calls"] = [call.model_dump() for call in m.tool_calls]
+            if m.tool_call_id is not None:
+                message["tool_call_id"] = m.tool_call_id
+            messages.append(message)
+        return messages

@@ -7,11 +7,12 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
+from dataclasses import dataclass
 from typing import Any
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from prism.outputs import RequestOutput, TokenLogprob
+from prism.outputs import FinishReason, RequestOutput, TokenLogprob
 from prism.serving import openai_format as fmt
 from prism.serving.errors import to_api_error
 from prism.serving.fanout import (
@@ -30,6 +31,7 @@ from prism.serving.headers import (
     SERVER_TIMING_HEADER,
     server_timing,
 )
+from prism.serving.tool_calls import ToolCallParser, whole_output
 
 logger = logging.getLogger(__name__)
 
@@ -89,11 +91,37 @@ def streaming_response(
     return OpenAIStream(events, headers, ping_interval_s)
 
 
+@dataclass(frozen=True, slots=True)
+class ToolCalling:
+    """A chat's tools: the names calls may use, and whether a grammar enforces the format."""
+
+    names: frozenset[str]
+    enforced: bool
+
+    def parser(self) -> ToolCallParser:
+        return ToolCallParser(set(self.names), stream_arguments=self.enforced)
+
+
+def _finish_reason(reason: FinishReason | None, calls: int) -> str | None:
+    """OpenAI's finish reason; ``tool_calls`` when a reply that made calls stopped."""
+    name = fmt.finish_reason(reason)
+    return "tool_calls" if calls and name == "stop" else name
+
+
 class ResponseBuilder:
-    """Builds one API call's response, streamed or whole, from its choices' outputs."""
+    """Builds one API call's response, streamed or whole, from its choices' outputs.
+
+    With ``tools``, chat replies are parsed for tool calls (:mod:`prism.serving.tool_calls`).
+    """
 
     def __init__(
-        self, prefix: str, model_id: str, tokenizer: Any, include_usage: bool, logprobs: bool
+        self,
+        prefix: str,
+        model_id: str,
+        tokenizer: Any,
+        include_usage: bool,
+        logprobs: bool,
+        tools: ToolCalling | None = None,
     ) -> None:
         self.id = f"{prefix}-{uuid.uuid4().hex}"
         self.model_id = model_id
@@ -101,6 +129,8 @@ class ResponseBuilder:
         self.created = int(time.time())
         self.include_usage = include_usage
         self.logprobs = logprobs
+        self.tools = tools
+        self._parsers: dict[int, ToolCallParser] = {}
 
     def _usage(self, choices: list[Choice]) -> dict:
         firsts = {choice.prompt_index: choice for choice in reversed(choices)}
@@ -135,15 +165,23 @@ class ResponseBuilder:
 
     async def chat_body(self, choices: list[Choice]) -> dict:
         await run_to_end(choices)
-        body = [
-            {
-                "index": choice.index,
-                "message": {"role": "assistant", "content": choice.text},
-                "logprobs": self._chat_logprobs(choice.logprobs),
-                "finish_reason": fmt.finish_reason(choice.finish_reason),
-            }
-            for choice in choices
-        ]
+        body = []
+        for choice in choices:
+            message: dict[str, Any] = {"role": "assistant", "content": choice.text}
+            calls: list[dict] = []
+            if self.tools is not None:
+                content, calls = whole_output(self.tools.parser(), choice.text)
+                message = {"role": "assistant", "content": content}
+                if calls:
+                    message["tool_calls"] = calls
+            body.append(
+                {
+                    "index": choice.index,
+                    "message": message,
+                    "logprobs": self._chat_logprobs(choice.logprobs),
+                    "finish_reason": _finish_reason(choice.finish_reason, len(calls)),
+                }
+            )
         return self._envelope("chat.completion", body, usage=self._usage(choices))
 
     def _completion_logprobs(self, items: list[TokenLogprob], offset: int) -> dict | None:
@@ -160,13 +198,37 @@ class ResponseBuilder:
             "finish_reason": fmt.finish_reason(output.finish_reason),
         }
 
-    def _chat_chunk(self, choice: Choice, output: RequestOutput, offset: int) -> dict:
+    def _chat_chunk(self, choice: Choice, output: RequestOutput, offset: int) -> dict | None:
+        delta: dict[str, Any] = {"content": output.new_text} if output.new_text else {}
+        calls = 0
+        if self.tools is not None:
+            parser = self._parsers.setdefault(choice.index, self.tools.parser())
+            delta = self._tool_delta(parser, output)
+            calls = parser.num_calls
+        if not (delta or output.finished or output.logprobs):
+            return None
         return {
             "index": choice.index,
-            "delta": {"content": output.new_text} if output.new_text else {},
+            "delta": delta,
             "logprobs": self._chat_logprobs(output.logprobs or []),
-            "finish_reason": fmt.finish_reason(output.finish_reason),
+            "finish_reason": _finish_reason(output.finish_reason, calls),
         }
+
+    @staticmethod
+    def _tool_delta(parser: ToolCallParser, output: RequestOutput) -> dict[str, Any]:
+        """A chunk's delta from the parser: content (whitespace between calls left out) and
+        tool-call pieces."""
+        parsed = parser.feed(output.new_text)
+        if output.finished:
+            rest = parser.finish()
+            parsed.content += rest.content
+            parsed.calls += rest.calls
+        delta: dict[str, Any] = {}
+        if parsed.content and (parsed.content.strip() or not parser.num_calls):
+            delta["content"] = parsed.content
+        if parsed.calls:
+            delta["tool_calls"] = [call.body() for call in parsed.calls]
+        return delta
 
     def completion_events(self, choices: list[Choice]) -> Events:
         return self._events(choices, "text_completion", self._completion_chunk, role=False)
@@ -178,7 +240,7 @@ class ResponseBuilder:
         self,
         choices: list[Choice],
         kind: str,
-        chunk_body: Callable[[Choice, RequestOutput, int], dict],
+        chunk_body: Callable[[Choice, RequestOutput, int], dict | None],
         role: bool,
     ) -> Events:
         """SSE events: per-choice chunks, then the usage chunk if asked.
@@ -203,7 +265,8 @@ class ResponseBuilder:
                 if not (output.new_text or output.finished or output.logprobs):
                     continue
                 body = chunk_body(choice, output, offset)
-                yield fmt.chunk_event(self._envelope(kind, [body]))
+                if body is not None:
+                    yield fmt.chunk_event(self._envelope(kind, [body]))
             if self.include_usage:
                 yield fmt.chunk_event(self._envelope(kind, [], usage=self._usage(choices)))
         except Exception as error:
