@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from prism.engine import cpu_kernels
 from prism.models import ResolvedModel, load_tokenizer, resolve_model
-from support.models import TINY_SHAPE, ReferenceModel
+from support.models import TINY_SHAPE, ReferenceModel, save_tiny_chat_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -32,6 +33,13 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> ReferenceModel:
 def smollm2_files() -> ResolvedModel:
     """The embedded default model, converted once into the user's cache."""
     return resolve_model(None)
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model(smollm2_files: ResolvedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama with SmolLM2's tokenizer: cheap enough for several replicas."""
+    folder = tmp_path_factory.mktemp("models") / "tiny-chat"
+    return save_tiny_chat_model(folder, smollm2_files.path)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ from ray.cluster_utils import Cluster
 from ray.serve.config import ProxyLocation
 
 from prism.config import GRPCSettings
-from prism.models import ResolvedModel
 from prism.redis_server import EmbeddedRedis, free_port
 from prism.serving.app import APP_NAME, build_app, grpc_options
 from support.cluster import GPU_NODES, RayCluster, ServePorts, gpu_node_args, head_node_args
@@ -26,7 +25,6 @@ from support.live_platform import (
     TENANT_KEYS,
     Platform,
 )
-from support.models import save_tiny_chat_model
 from support.platforms import model_settings, platform_config
 from support.routing_platform import RoutingPlatform, routing_config, serve_routing_app
 
@@ -106,13 +104,6 @@ def platform(
         metrics_urls=ray_instance.metrics_urls,
         config=config,
     )
-
-
-@pytest.fixture(scope="session")
-def tiny_chat_model(smollm2_files: ResolvedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Llama with SmolLM2's tokenizer: cheap enough for several replicas."""
-    folder = tmp_path_factory.mktemp("models") / "tiny-chat"
-    return save_tiny_chat_model(folder, smollm2_files.path)
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from prism.engine import LLMEngine, SamplingParams
 from prism.engine.step_input import PrefillInput, StepInput
 from prism.errors import IncompatibleSettings, RankLost
+from prism.models import load_tokenizer
+from prism.structured_output import StructuredOutput
 from support.engines import engine_config
 from support.models import TINY_SHAPE, ReferenceModel, random_prompts
 
@@ -26,9 +28,11 @@ SCENARIOS = {
 }
 
 
-def greedy_tokens(engine: LLMEngine, prompts: list[list[int]]) -> list[list[int]]:
+def greedy_tokens(
+    engine: LLMEngine, prompts: list[list[int]], structured: StructuredOutput | None = None
+) -> list[list[int]]:
     """Every prompt's greedy continuation, all prompts batched together."""
-    params = SamplingParams(max_tokens=20, temperature=0.0)
+    params = SamplingParams(max_tokens=20, temperature=0.0, structured=structured)
     outputs: dict[str, list[int]] = {str(i): [] for i in range(len(prompts))}
     for index, prompt in enumerate(prompts):
         engine.add_request(str(index), prompt, params)
@@ -75,6 +79,19 @@ def test_biases_tied_embeddings_and_an_uneven_vocabulary_shard(biased_tied_llama
     with LLMEngine("biased", biased_tied_llama, replace(config, tensor_parallel_size=2)) as sharded:
         assert sharded.runner.model.vocab_part == 126  # 251 ids: 126 + 125 and one padding row
         assert greedy_tokens(sharded, prompts) == expected
+
+
+def test_two_ranks_keep_a_grammar(tiny_chat_model: Path) -> None:
+    config = engine_config(num_kv_blocks=128, num_threads=1)
+    tokenizer = load_tokenizer(tiny_chat_model)
+    regex = StructuredOutput.regex("[a-z]{3,8}@[a-z]{2,5}\\.(com|org)")
+    prompts = random_prompts([4, 30])
+    with LLMEngine("tiny-chat", tiny_chat_model, config, tokenizer) as single:
+        expected = greedy_tokens(single, prompts, regex)
+    sharded_config = replace(config, tensor_parallel_size=2)
+    with LLMEngine("tiny-chat", tiny_chat_model, sharded_config, tokenizer) as sharded:
+        assert greedy_tokens(sharded, prompts, regex) == expected
+    assert all(tokenizer.decode(tokens).count("@") == 1 for tokens in expected)
 
 
 def test_two_int4_ranks_give_the_greedy_tokens_of_one(tiny_llama: ReferenceModel) -> None:
