@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import io
+import json
 import time
 from collections.abc import Callable, Iterator
 
@@ -121,6 +122,38 @@ def test_chat_equals_the_http_chat_completion(stub: rpc.GenerationStub, platform
     assert last.usage.completion_tokens == http.usage.completion_tokens
 
 
+def test_constraints_hold_over_grpc_as_over_http(
+    stub: rpc.GenerationStub, platform: Platform
+) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"capital": {"type": "string", "maxLength": 20}},
+        "required": ["capital"],
+        "additionalProperties": False,
+    }
+    seeded = {"temperature": 1.0, "seed": 11, "max_tokens": 40}
+    http = platform.client().completions.create(
+        model=MODEL_ID, prompt=QUESTION, **seeded, extra_body={"guided_json": schema}
+    )
+    by_schema = pb.GenerateRequest(
+        model=MODEL_ID,
+        text=QUESTION,
+        sampling=pb.SamplingParameters(**seeded, json_schema=json.dumps(schema)),
+    )
+    by_choice = pb.ChatRequest(
+        model=MODEL_ID,
+        messages=[pb.ChatMessage(role="user", content=QUESTION)],
+        sampling=pb.SamplingParameters(choice=pb.Choices(options=["Paris", "Rome"])),
+    )
+
+    whole = stub.Complete(by_schema, metadata=platform.grpc_metadata, timeout=60)
+    text, _, last = streamed(stub.Chat(by_choice, metadata=platform.grpc_metadata, timeout=60))
+
+    assert whole.text == http.choices[0].text
+    assert set(json.loads(whole.text)) == {"capital"}
+    assert text in ("Paris", "Rome") and last.finish_reason == pb.FINISH_REASON_STOP
+
+
 def test_health_reports_serving_and_refuses_unknown_services(
     channel: grpc.Channel, platform: Platform
 ) -> None:
@@ -171,6 +204,11 @@ def call_status(call: Callable[[], object]) -> tuple[grpc.StatusCode, str]:
             {"model": MODEL_ID, "text": "Hi", "sampling": {"stop": ["a", "b", "c", "d", "e"]}},
             "INVALID_ARGUMENT",
             "at most 4 stop sequences",
+        ),
+        (
+            {"model": MODEL_ID, "text": "Hi", "sampling": {"regex": "[z-a]"}},
+            "INVALID_ARGUMENT",
+            "structured_outputs.regex: the regex cannot be enforced",
         ),
     ],
 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +20,9 @@ from prism.bench.engine.rounds import PhaseWork, run_interleaved
 from prism.bench.engine.workload import Workload
 from prism.bench.machine import Machine
 from prism.bench.memory import MemoryUse
+from prism.bench.structured.bench import run_structured_bench
+from prism.bench.structured.report import format_report as structured_report
+from prism.bench.structured.report import to_json as structured_json
 
 
 def test_phase_run_times_each_request_from_the_common_submission() -> None:
@@ -174,3 +178,23 @@ def test_rounds_run_each_phase_on_both_engines_in_turn_swapping_the_order() -> N
         assert run.load_seconds == 0.5
         # The load's 50 MiB, plus whatever the largest run added (on Linux, measured).
         assert run.memory_added_bytes is None or run.memory_added_bytes >= 50 << 20
+
+
+def test_the_structured_bench_times_free_and_constrained_runs_alike(
+    tiny_chat_model: Path,
+) -> None:
+    result = run_structured_bench(
+        Workload(num_requests=2, output_tokens=4, prefill_tokens=16),
+        source=str(tiny_chat_model),
+        device="cpu",
+        dtype="float32",
+        threads=1,
+        repeats=2,
+    )
+
+    assert len(result.free) == len(result.constrained) == 2
+    assert all(run.output_tokens == 8 for run in result.free + result.constrained)
+    assert result.compile.first_seconds > 0 and len(result.compile.new_schema_seconds) == 5
+    report = structured_report(result)
+    assert "JSON schema" in report and "cost:" in report and "grammar compile" in report
+    assert structured_json(result)["constrained"][0]["output_tokens"] == 8

@@ -40,11 +40,43 @@ def add_bench_engine(add_parser: AddParser, parents: list[argparse.ArgumentParse
         help="mixed-precision extra: store Prism's matrices in this dtype while the rest, "
         "and HF, stay in --dtype (not a like-for-like comparison)",
     )
+    parser.add_argument(
+        "--structured",
+        choices=["json"],
+        help="instead of the HF comparison, time Prism's batch free and constrained by a "
+        "JSON schema, in the same run, with grammar compile times (try --num-requests 16)",
+    )
     add_json_option(parser, "engine")
     parser.set_defaults(run=_run_bench_engine)
 
 
+def _run_bench_structured(args: argparse.Namespace) -> int:
+    from prism.bench.engine.workload import Workload
+    from prism.bench.structured.bench import run_structured_bench
+    from prism.bench.structured.report import format_report, write_json
+
+    result = run_structured_bench(
+        Workload(args.num_requests, args.output_tokens, args.prefill_tokens),
+        source=args.model,
+        device=args.device,
+        dtype=args.dtype,
+        threads=args.threads,
+        repeats=args.repeats,
+        progress=status,
+    )
+    publish(
+        format_report(result),
+        lambda path: write_json(result, path),
+        args.json,
+        "engine-structured",
+        status,
+    )
+    return 0
+
+
 def _run_bench_engine(args: argparse.Namespace) -> int:
+    if args.structured:
+        return _run_bench_structured(args)
     from prism.bench.engine.bench import run_engine_bench
     from prism.bench.engine.report import format_report, write_json
     from prism.bench.engine.workload import Workload

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,13 +13,19 @@ from prism.proto.stubs import pb
 SAMPLING_PARAMETERS: tuple[str, ...] = tuple(pb.SamplingParameters.DESCRIPTOR.fields_by_name)
 """The keyword arguments :func:`sampling_parameters` takes, in the message's field order."""
 CHAT_MESSAGE_KEYS = frozenset({"role", "content"})
+CONSTRAINT_FIELDS = frozenset(
+    field.name for field in pb.SamplingParameters.DESCRIPTOR.oneofs_by_name["structured"].fields
+)
 
 
 def sampling_parameters(**sampling: Any) -> pb.SamplingParameters:
     """The ``SamplingParameters`` message of ``sampling``; a value of None leaves its field unset.
 
-    ``stop`` takes one string or a sequence of them. Raises TypeError naming an unknown
-    keyword (protobuf raises TypeError or ValueError for a value its field cannot hold).
+    ``stop`` takes one string or a sequence of them, ``choice`` a sequence of strings, and
+    ``json_schema`` a schema as a mapping or as JSON text; at most one of the output
+    constraints (``json_schema``, ``json_object``, ``regex``, ``choice``, ``grammar``) may be
+    given. Raises TypeError naming an unknown keyword (protobuf raises TypeError or
+    ValueError for a value its field cannot hold).
     """
     unknown = [name for name in sampling if name not in SAMPLING_PARAMETERS]
     if unknown:
@@ -29,6 +36,13 @@ def sampling_parameters(**sampling: Any) -> pb.SamplingParameters:
     fields = {name: value for name, value in sampling.items() if value is not None}
     if isinstance(fields.get("stop"), str):
         fields["stop"] = [fields["stop"]]
+    if isinstance(fields.get("json_schema"), Mapping):
+        fields["json_schema"] = json.dumps(fields["json_schema"])
+    if "choice" in fields:
+        fields["choice"] = pb.Choices(options=list(fields["choice"]))
+    constraints = [name for name in fields if name in CONSTRAINT_FIELDS]
+    if len(constraints) > 1:
+        raise ValueError(f"at most one output constraint, got {', '.join(constraints)}")
     return pb.SamplingParameters(**fields)
 
 

@@ -41,6 +41,13 @@ HEALTH_PROBE_TIMEOUT_S = 2.0
 
 _OPTIONAL = ("max_tokens", "temperature", "top_p", "seed", "repetition_penalty")
 _PLAIN = ("top_k", "min_p", "presence_penalty", "frequency_penalty", "min_tokens", "ignore_eos")
+_STRUCTURED_FIELDS = {
+    "json_schema": "json",
+    "json_object": "json_object",
+    "regex": "regex",
+    "grammar": "grammar",
+}
+"""The ``structured`` oneof's fields as the HTTP API's ``structured_outputs`` keys."""
 _FINISH = {
     None: pb.FINISH_REASON_UNSPECIFIED,
     FinishReason.STOP: pb.FINISH_REASON_STOP,
@@ -75,6 +82,12 @@ def sampling_fields(sampling: pb.SamplingParameters) -> dict[str, Any]:
         fields["stop"] = list(sampling.stop)
     if sampling.stop_token_ids:
         fields["stop_token_ids"] = list(sampling.stop_token_ids)
+    structured = sampling.WhichOneof("structured")
+    if structured == "choice":
+        fields["structured_outputs"] = {"choice": list(sampling.choice.options)}
+    elif structured is not None:
+        field = _STRUCTURED_FIELDS[structured]
+        fields["structured_outputs"] = {field: getattr(sampling, structured)}
     return fields
 
 

@@ -71,19 +71,16 @@ def run_engine_bench(
     warmup = workload.warmup_token_ids(tokenizer)
     long_prompt = workload.prefill_token_ids(tokenizer)
     rank_threads = max(1, threads // tensor_parallel_size)
-    settings = EngineSettings.model_validate(
-        {
-            "max_num_seqs": workload.num_requests,
-            "device": str(torch_device),
-            "dtype": dtype_name,
-            "weight_dtype": weight_dtype,
-            "quantization": quantization,
-            "quantization_group_size": quantization_group_size,
-            "num_threads": rank_threads,
-            "tensor_parallel_size": tensor_parallel_size,
-        }
+    config = bench_engine_config(
+        workload,
+        device=str(torch_device),
+        dtype=dtype_name,
+        weight_dtype=weight_dtype,
+        quantization=quantization,
+        quantization_group_size=quantization_group_size,
+        num_threads=rank_threads,
+        tensor_parallel_size=tensor_parallel_size,
     )
-    config = EngineConfig(**settings.model_dump())
     weights = f", {weight_dtype} weights" if weight_dtype else ""
     if quantization != "none":
         weights += f", {quantization} weight-only quantization"
@@ -127,6 +124,12 @@ def run_engine_bench(
         hf=runs[1] if with_hf else None,
         prism_quantization=quantization,
     )
+
+
+def bench_engine_config(workload: Workload, **settings: object) -> EngineConfig:
+    """A benchmark's engine: room for the workload's whole batch, and ``settings``."""
+    validated = EngineSettings.model_validate({"max_num_seqs": workload.num_requests, **settings})
+    return EngineConfig(**validated.model_dump())
 
 
 def _load(

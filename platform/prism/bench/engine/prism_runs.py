@@ -61,14 +61,24 @@ class PrismContender:
     def warm_up(self) -> None:
         self.run([self._warmup], WARMUP_TOKENS)
 
-    def run(self, prompts: list[list[int]], new_tokens: int) -> PhaseRun:
-        """Empty the prefix cache, submit every prompt at once and step until all finish."""
-        engine = self._engine
-        if engine is None:
+    @property
+    def engine(self) -> LLMEngine:
+        if self._engine is None:
             raise RuntimeError("the Prism contender is not loaded")
+        return self._engine
+
+    def run(
+        self, prompts: list[list[int]], new_tokens: int, params: SamplingParams | None = None
+    ) -> PhaseRun:
+        """Empty the prefix cache, submit every prompt at once and step until all finish.
+
+        ``params`` replaces the contender's sampling settings for this run (``max_tokens``
+        is always ``new_tokens``).
+        """
+        engine = self.engine
         torch.set_num_threads(self._threads)
         engine.reset_prefix_cache()
-        params = replace(self._params, max_tokens=new_tokens)
+        params = replace(params or self._params, max_tokens=new_tokens)
         token_times: dict[str, list[float]] = {}
         cached: dict[str, int] = {}
         submitted = time.perf_counter()

@@ -1,0 +1,1 @@
+"""``prism bench engine --structured``: the cost of constrained decoding."""
