@@ -24,6 +24,12 @@ GRAMMAR_CACHE_SIZE = 256
 """Compiled grammars an engine keeps, least recently used dropped first."""
 
 _BITS = 32
+_BYTE_PENALTY = torch.tensor(
+    [[0.0 if (byte >> bit) & 1 else float("-inf") for bit in range(8)] for byte in range(256)]
+)
+"""Row ``b``: for each bit of byte ``b``, lowest first (a bitmask's token order), what to add
+to that token's logit: 0 if the bit allows it, ``-inf`` if not. A table lookup and an add
+measured ten times faster than unpacking the bits and ``masked_fill`` on a CPU."""
 
 
 class GrammarCompiler:
@@ -81,15 +87,16 @@ class GrammarCompiler:
 
 def mask_disallowed(logits: torch.Tensor, rows: list[int], matchers: list[Any]) -> None:
     """Set to ``-inf`` the logits of tokens each matcher forbids (``logits`` [rows, vocab],
-    changed in place; ``matchers[i]`` constrains row ``rows[i]``)."""
+    changed in place; ``matchers[i]`` constrains row ``rows[i]``; the rows hold no ``+inf``)."""
     vocab = logits.shape[-1]
     words = (vocab + _BITS - 1) // _BITS
     bitmask = torch.empty((len(rows), words), dtype=torch.int32)
-    for index, matcher in enumerate(matchers):
+    for index, matcher in enumerate(matchers):  # llguidance's thread pool measured slower
         matcher.unsafe_compute_mask_ptr(bitmask[index].data_ptr(), words * 4)
-    shifts = torch.arange(_BITS, dtype=torch.int32)
-    allowed = ((bitmask.unsqueeze(-1) >> shifts) & 1).view(len(rows), -1)[:, :vocab].bool()
-    index = torch.tensor(rows, device=logits.device)
-    constrained = logits.index_select(0, index)
-    constrained.masked_fill_(~allowed.to(logits.device), float("-inf"))
-    logits.index_copy_(0, index, constrained)
+    # Little-endian words: byte k of word w holds tokens 32w + 8k ... 32w + 8k + 7.
+    penalty = _BYTE_PENALTY.index_select(0, bitmask.view(torch.uint8).view(-1).long())
+    penalty = penalty.view(len(rows), -1)[:, :vocab].to(logits.device, logits.dtype)
+    if len(rows) == logits.shape[0]:
+        logits.add_(penalty)
+    else:
+        logits.index_add_(0, torch.tensor(rows, device=logits.device), penalty)
