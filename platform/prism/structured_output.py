@@ -49,7 +49,11 @@ class StructuredOutput:
                 schema = json.loads(schema)
             except json.JSONDecodeError as error:
                 raise InvalidRequest(f"the JSON schema is not valid JSON: {error}") from None
-        if not isinstance(schema, Mapping | bool):
+        if schema is True:
+            schema = {}  # any JSON value
+        if schema is False:
+            raise InvalidRequest("the JSON schema false allows no output at all")
+        if not isinstance(schema, Mapping):
             raise InvalidRequest("a JSON schema must be an object")
         return cls("json", json.dumps(schema, separators=(",", ":")))
 
@@ -75,6 +79,12 @@ class StructuredOutput:
 
     def llguidance_grammar(self) -> str:
         """The constraint as an llguidance grammar (not yet checked: see :meth:`check`)."""
+        try:
+            return self._llguidance_grammar()
+        except ValueError as error:
+            raise InvalidRequest(f"{self.describe()} is not valid: {error}") from None
+
+    def _llguidance_grammar(self) -> str:
         if self.kind == "json_object":
             return llguidance.LLMatcher.grammar_from_json_schema(ANY_JSON_OBJECT, JSON_OPTIONS)
         if self.kind == "json":
@@ -84,10 +94,7 @@ class StructuredOutput:
         if self.kind == "choice":
             alternatives = " | ".join(json.dumps(o) for o in json.loads(self.spec))
             return llguidance.LLMatcher.grammar_from_lark(f"start: {alternatives}")
-        try:
-            return llguidance.grammar_from("grammar", self.spec)
-        except ValueError as error:
-            raise InvalidRequest(f"the grammar is not valid: {error}") from None
+        return llguidance.grammar_from("grammar", self.spec)
 
     def check(self, param: str | None = None) -> None:
         """Raise :class:`InvalidRequest` (naming ``param``) if the constraint cannot compile:
