@@ -20,7 +20,7 @@ from prism.errors import InvalidRequest
 
 ConstraintKind = Literal["json", "json_object", "regex", "choice", "grammar"]
 
-JSON_OPTIONS: llguidance.JsonCompileOptions = {"whitespace_flexible": False}
+JSON_OPTIONS: Any = {"whitespace_flexible": False}
 """JSON comes out compact (``,`` and ``:`` with no spaces, no newlines): a small model at
 a high temperature cannot then wander off into whitespace until ``max_tokens`` runs out. A
 schema may ask otherwise with llguidance's ``x-guidance`` key."""

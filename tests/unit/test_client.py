@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 import grpc
@@ -48,13 +49,25 @@ def _rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
 
 
 def test_every_sampling_keyword_sets_its_field() -> None:
-    assert set(SAMPLING_PARAMETERS) == set(EVERY_SAMPLING_PARAMETER)
+    constraints = {"json_schema", "json_object", "regex", "choice", "grammar"}
+    assert set(SAMPLING_PARAMETERS) == set(EVERY_SAMPLING_PARAMETER) | constraints
 
     sampling = sampling_parameters(**EVERY_SAMPLING_PARAMETER)
 
     for name, value in EVERY_SAMPLING_PARAMETER.items():
         field = getattr(sampling, name)
         assert (list(field) if isinstance(value, list) else field) == value, name
+
+
+def test_each_output_constraint_sets_the_oneof() -> None:
+    by_schema = sampling_parameters(json_schema={"type": "object"})
+    assert by_schema.WhichOneof("structured") == "json_schema"
+    assert json.loads(by_schema.json_schema) == {"type": "object"}
+    by_choice = sampling_parameters(choice=("yes", "no"))
+    assert list(by_choice.choice.options) == ["yes", "no"]
+    assert sampling_parameters(regex="a+").WhichOneof("structured") == "regex"
+    with pytest.raises(ValueError, match="at most one output constraint"):
+        sampling_parameters(regex="a+", json_object=True)
 
 
 def test_sampling_keywords_left_out_or_none_stay_unset() -> None:

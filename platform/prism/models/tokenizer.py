@@ -33,7 +33,7 @@ def apply_chat_template(
         raise InvalidRequest("this model's tokenizer has no chat template", param="messages")
     try:
         encoded = tokenizer.apply_chat_template(
-            messages, tools=tools or None, add_generation_prompt=True, tokenize=True
+            messages, tools=list(tools or []) or None, add_generation_prompt=True, tokenize=True
         )
     except TemplateError as exc:
         raise InvalidRequest(

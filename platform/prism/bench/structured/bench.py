@@ -14,6 +14,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 from datetime import datetime
 
 import torch
@@ -30,7 +31,7 @@ from prism.structured_output import StructuredOutput
 
 logger = logging.getLogger(__name__)
 
-RECORD = {
+RECORD: dict[str, Any] = {
     "type": "object",
     "properties": {
         "name": {"type": "string", "maxLength": 16},
@@ -41,9 +42,9 @@ RECORD = {
     "required": ["name", "city", "age", "tags"],
     "additionalProperties": False,
 }
-BENCH_SCHEMA = {"type": "array", "items": RECORD, "minItems": 512}
+BENCH_SCHEMA: dict[str, Any] = {"type": "array", "items": RECORD, "minItems": 512}
 """What the constrained runs generate: at least 512 records, so thousands of tokens."""
-COMPILE_SCHEMAS = [
+COMPILE_SCHEMAS: list[dict[str, Any]] = [
     {"type": "object", "properties": {"id": {"type": "integer"}, "ok": {"type": "boolean"}}},
     {"type": "object", "properties": {"when": {"type": "string", "format": "date"}}},
     {"type": "array", "items": {"enum": ["red", "green", "blue"]}, "maxItems": 8},
@@ -87,7 +88,7 @@ class StructuredBenchResult:
 def time_compiles(compiler: GrammarCompiler) -> CompileTimes:
     """Compile the bench's grammars on a fresh compiler, timing each."""
 
-    def seconds(schema: object) -> float:
+    def seconds(schema: dict[str, Any]) -> float:
         started = time.perf_counter()
         compiler.matcher(StructuredOutput.json_schema(schema))
         return time.perf_counter() - started
