@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -9,10 +10,10 @@ import jsonschema
 import pytest
 
 from prism.engine import FinishReason, LLMEngine, SamplingParams
-from prism.models import load_tokenizer
+from prism.models import apply_chat_template, load_tokenizer
 from prism.serving.protocol import ChatCompletionRequest
 from prism.serving.tool_calls import ToolCallParser, whole_output
-from prism.serving.tools import template_knows_tools, without_tool_roles
+from prism.serving.tools import template_inputs, template_knows_tools, without_tool_roles
 from support.engines import engine_config
 
 WEATHER = {
@@ -201,3 +202,49 @@ def test_the_call_grammar_makes_even_noise_a_valid_call(
             jsonschema.validate(
                 json.loads(call["function"]["arguments"]), schemas[call["function"]["name"]]
             )
+
+
+HERMES_TEMPLATE = (
+    "{% if tools %}<tools>{% for tool in tools %}{{ tool | tojson }}{% endfor %}</tools>"
+    "{% endif %}"
+    "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+    "{% if m.tool_calls %}{% for call in m.tool_calls %}<tool_call>"
+    '{"name": "{{ call.function.name }}", "arguments": {{ call.function.arguments | tojson }}}'
+    "</tool_call>{% endfor %}{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+    "<|im_start|>assistant\n"
+)
+"""A chat template that renders tools the way Hermes-style templates do."""
+
+
+def test_a_template_that_knows_tools_renders_them_itself(smollm2_tokenizer) -> None:
+    tokenizer = copy.deepcopy(smollm2_tokenizer)
+    tokenizer.chat_template = HERMES_TEMPLATE
+    request = ChatCompletionRequest.model_validate(
+        {
+            "model": "m",
+            "tools": [WEATHER],
+            "messages": [
+                *USER,
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": "call_1",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+            ],
+        }
+    )
+    messages, offered = template_inputs(
+        tokenizer.chat_template, request.chat_messages(), request.offered_tools
+    )
+    text = tokenizer.decode(apply_chat_template(tokenizer, messages, offered))
+
+    assert '"name": "get_weather"' in text.split("</tools>")[0]
+    assert '<tool_call>{"name": "get_weather", "arguments": {"city": "Rome"}}</tool_call>' in text
+    assert "<|im_start|>tool\nsunny<|im_end|>" in text
+    assert "You can call functions" not in text  # no fallback prompt

@@ -19,7 +19,7 @@ from prism.sampling_params import SamplingParams
 from prism.serving.auth import Tenant
 from prism.serving.fanout import Choice, ChunkStream, start_choices
 from prism.serving.messages import GenerateRequest
-from prism.serving.tools import Tool, for_template, template_knows_tools, without_tool_roles
+from prism.serving.tools import Tool, template_inputs
 
 
 def context_length(settings: ModelSettings, config: ModelConfig) -> int:
@@ -93,11 +93,7 @@ class ServedModel:
     ) -> list[int]:
         """The chat template's token ids for ``messages`` offering ``tools``, rendered off
         the event loop (see :mod:`prism.serving.tools` for templates that know no tools)."""
-        if template_knows_tools(self.tokenizer.chat_template):
-            offered = [{"type": "function", "function": t.function.offer()} for t in tools or []]
-            rendered = for_template(messages)
-        else:
-            offered, rendered = [], without_tool_roles(messages, tools)
+        rendered, offered = template_inputs(self.tokenizer.chat_template, messages, tools)
         return await asyncio.to_thread(apply_chat_template, self.tokenizer, rendered, offered)
 
     def _token_ids(self, prompt: str | list[int]) -> list[int]:

@@ -159,3 +159,13 @@ def without_tool_roles(
         else:
             plain.insert(0, {"role": "system", "content": offer})
     return plain
+
+
+def template_inputs(
+    chat_template: str | None, messages: list[dict[str, Any]], tools: list[Tool] | None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The messages and tool definitions to hand a chat template (see the module)."""
+    if template_knows_tools(chat_template):
+        offered = [{"type": "function", "function": t.function.offer()} for t in tools or []]
+        return for_template(messages), offered
+    return without_tool_roles(messages, tools), []

@@ -14,8 +14,8 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
 from datetime import datetime
+from typing import Any
 
 import torch
 
