@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 from pathlib import Path
@@ -9,11 +10,15 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from prism.engine import FinishReason, LLMEngine, SamplingParams
+from prism.engine import AsyncEngine, FinishReason, LLMEngine, SamplingParams
 from prism.models import apply_chat_template, load_tokenizer
+from prism.routing.hint import RoutingHint
+from prism.serving.fanout import start_choices
 from prism.serving.protocol import ChatCompletionRequest
+from prism.serving.responses import ResponseBuilder
 from prism.serving.tool_calls import ToolCallParser, whole_output
 from prism.serving.tools import template_inputs, template_knows_tools, without_tool_roles
+from support.engine_streams import InProcessReplica
 from support.engines import engine_config
 
 WEATHER = {
@@ -58,6 +63,10 @@ def chat(**fields: object) -> ChatCompletionRequest:
     return ChatCompletionRequest.model_validate(
         {"model": "m", "messages": USER, "tools": [WEATHER, TIME]} | fields
     )
+
+
+def no_hint(prompt: list[int]) -> RoutingHint:
+    return RoutingHint([], len(prompt), 16)
 
 
 def streamed(parser: ToolCallParser, text: str, piece: int) -> tuple[str, dict[int, dict]]:
@@ -248,3 +257,47 @@ def test_a_template_that_knows_tools_renders_them_itself(smollm2_tokenizer) -> N
     assert '<tool_call>{"name": "get_weather", "arguments": {"city": "Rome"}}</tool_call>' in text
     assert "<|im_start|>tool\nsunny<|im_end|>" in text
     assert "You can call functions" not in text  # no fallback prompt
+
+
+@pytest.fixture(scope="module")
+def chat_replica(tiny_chat_model: Path):
+    config = engine_config(num_kv_blocks=96, num_threads=1)
+    engine = LLMEngine("tiny-chat", tiny_chat_model, config, load_tokenizer(tiny_chat_model))
+    front = AsyncEngine(engine)
+    yield InProcessReplica(front, "replica-t")
+    front.shutdown()
+
+
+def test_streamed_chunks_and_the_whole_body_carry_the_same_calls(chat_replica) -> None:
+    request = chat(tool_choice="required", n=2, seed=5, max_tokens=150)
+    params = request.sampling_params(request.output_limit, None)
+    tokenizer = chat_replica.engine.engine.tokenizer
+
+    async def body_and_chunks() -> tuple[dict, list[dict]]:
+        builder = ResponseBuilder("chatcmpl", "tiny", tokenizer, False, False, request.tool_calling)
+        choices = await start_choices(chat_replica.send, [[1, 2, 3]], params, 2, None, no_hint)
+        body = await builder.chat_body(choices)
+        builder = ResponseBuilder("chatcmpl", "tiny", tokenizer, False, False, request.tool_calling)
+        choices = await start_choices(chat_replica.send, [[1, 2, 3]], params, 2, None, no_hint)
+        events = [json.loads(event.data) async for event in builder.chat_events(choices)]
+        return body, events
+
+    body, chunks = asyncio.run(body_and_chunks())
+
+    for index, choice in enumerate(body["choices"]):
+        deltas = [c["choices"][0] for c in chunks if c["choices"][0]["index"] == index]
+        calls: dict[int, dict] = {}
+        for delta in deltas:
+            assert "content" not in delta["delta"] or delta["delta"]["content"] == ""
+            for piece in delta["delta"].get("tool_calls", []):
+                call = calls.setdefault(piece["index"], {"name": None, "arguments": ""})
+                if "id" in piece:
+                    call["name"] = piece["function"]["name"]
+                call["arguments"] += piece["function"]["arguments"]
+        whole = [
+            (c["function"]["name"], c["function"]["arguments"])
+            for c in choice["message"]["tool_calls"]
+        ]
+        assert whole == [(c["name"], c["arguments"]) for c in calls.values()]
+        assert choice["message"]["content"] is None
+        assert choice["finish_reason"] == deltas[-1]["finish_reason"] == "tool_calls"

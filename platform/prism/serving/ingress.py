@@ -28,12 +28,7 @@ from prism.serving.grpc_service import GenerationRPCs
 from prism.serving.headers import SESSION_HEADER
 from prism.serving.http_middleware import APIMiddleware
 from prism.serving.protocol import ChatCompletionRequest, CompletionRequest, invalid_fields
-from prism.serving.responses import (
-    ResponseBuilder,
-    ToolCalling,
-    streaming_response,
-    whole_response_headers,
-)
+from prism.serving.responses import ResponseBuilder, streaming_response, whole_response_headers
 from prism.serving.served_model import ServedModel
 
 logger = logging.getLogger(__name__)
@@ -85,15 +80,6 @@ def read_api_keys(settings: HTTPSettings) -> APIKeys:
     return APIKeys.of(
         read_api_key(settings), settings.api_keys_file, settings.max_concurrent_requests_per_key
     )
-
-
-def tool_calling(body: ChatCompletionRequest) -> ToolCalling | None:
-    """How to read a chat's reply for tool calls (None: it offers no tools)."""
-    tools = body.offered_tools
-    if not tools:
-        return None
-    names = frozenset(tool.function.name for tool in tools)
-    return ToolCalling(names, body.tool_calls_enforced)
 
 
 @serve.ingress(app)
@@ -184,7 +170,7 @@ class Ingress(GenerationRPCs):
             model.tokenizer,
             body.include_usage,
             body.logprobs,
-            tool_calling(body),
+            body.tool_calling,
         )
         if body.stream:
             return streaming_response(

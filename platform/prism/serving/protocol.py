@@ -28,6 +28,7 @@ from pydantic import (
 from prism.errors import InvalidRequest
 from prism.sampling_params import MAX_LOGPROBS, SamplingParams
 from prism.serving.constraints import ConstraintFields, ResponseFormat, single_constraint
+from prism.serving.tool_calls import ToolCalling
 from prism.serving.tools import Tool, ToolChoice, call_grammar
 from prism.structured_output import StructuredOutput
 
@@ -312,6 +313,12 @@ class ChatCompletionRequest(_SamplingFields):
     def tool_calls_enforced(self) -> bool:
         """Whether a grammar forces the reply to be tool calls."""
         return bool(self.offered_tools) and self.tool_choice not in (None, "auto")
+
+    @property
+    def tool_calling(self) -> ToolCalling | None:
+        """How to read the reply for tool calls (None: no tools are offered)."""
+        names = frozenset(tool.function.name for tool in self.offered_tools)
+        return ToolCalling(names, self.tool_calls_enforced) if names else None
 
     def constraint(self) -> StructuredOutput | None:
         found = self.requested_constraints()

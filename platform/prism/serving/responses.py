@@ -7,7 +7,6 @@ import time
 import uuid
 from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import Any
 
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -31,7 +30,7 @@ from prism.serving.headers import (
     SERVER_TIMING_HEADER,
     server_timing,
 )
-from prism.serving.tool_calls import ToolCallParser, whole_output
+from prism.serving.tool_calls import ToolCalling, ToolCallParser, whole_output
 
 logger = logging.getLogger(__name__)
 
@@ -89,17 +88,6 @@ def streaming_response(
     """The stream of ``events``, naming the replicas that serve it."""
     headers = {**routing_headers(choices), "cache-control": "no-cache"}
     return OpenAIStream(events, headers, ping_interval_s)
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCalling:
-    """A chat's tools: the names calls may use, and whether a grammar enforces the format."""
-
-    names: frozenset[str]
-    enforced: bool
-
-    def parser(self) -> ToolCallParser:
-        return ToolCallParser(set(self.names), stream_arguments=self.enforced)
 
 
 def _finish_reason(reason: FinishReason | None, calls: int) -> str | None:

@@ -176,6 +176,17 @@ class ToolCallParser:
         return call["name"], json.dumps(arguments)
 
 
+@dataclass(frozen=True, slots=True)
+class ToolCalling:
+    """A chat's tools: the names calls may use, and whether a grammar enforces the format."""
+
+    names: frozenset[str]
+    enforced: bool
+
+    def parser(self) -> ToolCallParser:
+        return ToolCallParser(set(self.names), stream_arguments=self.enforced)
+
+
 def whole_output(parser: ToolCallParser, text: str) -> tuple[str | None, list[dict]]:
     """A whole response's content (None if only whitespace) and its ``tool_calls``."""
     first, last = parser.feed(text), parser.finish()
