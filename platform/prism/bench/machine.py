@@ -26,6 +26,13 @@ class Machine:
     python_version: str
 
 
+def use_threads(threads: int | None) -> int:
+    """Give torch ``threads`` threads (default: every CPU this process may use); that count."""
+    threads = threads or available_cpus()
+    torch.set_num_threads(threads)
+    return threads
+
+
 def cpu_model() -> str:
     """The CPU's marketing name from ``/proc/cpuinfo``, else what ``platform`` knows."""
     try:

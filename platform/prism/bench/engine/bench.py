@@ -21,11 +21,11 @@ from prism.bench.engine.prism_runs import PrismContender
 from prism.bench.engine.results import EngineBenchResult
 from prism.bench.engine.rounds import Contender, PhaseWork, run_interleaved
 from prism.bench.engine.workload import Workload
-from prism.bench.machine import describe_machine
+from prism.bench.machine import describe_machine, use_threads
 from prism.bench.memory import MemoryUse, PeakMemory
 from prism.config import EngineSettings
 from prism.engine import EngineConfig
-from prism.engine.model_runner import available_cpus, resolve_device, resolve_dtype
+from prism.engine.model_runner import resolve_device, resolve_dtype
 from prism.errors import ModelNotFound
 from prism.models import load_tokenizer, resolve_model
 
@@ -59,8 +59,7 @@ def run_engine_bench(
     ``quantization_group_size`` columns per scale. ``progress`` hears of each phase.
     """
     started = datetime.now().astimezone().isoformat(timespec="seconds")
-    threads = threads or available_cpus()
-    torch.set_num_threads(threads)
+    threads = use_threads(threads)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     dtype_name = str(torch_dtype).removeprefix("torch.")

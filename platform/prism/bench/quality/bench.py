@@ -18,10 +18,10 @@ from pathlib import Path
 
 import torch
 
-from prism.bench.machine import Machine, describe_machine
+from prism.bench.machine import Machine, describe_machine, use_threads
 from prism.config import EngineSettings
 from prism.engine import EngineConfig, LLMEngine
-from prism.engine.model_runner import available_cpus, resolve_device
+from prism.engine.model_runner import resolve_device
 from prism.engine.scoring import TokenScores, score_tokens
 from prism.models import load_tokenizer, resolve_model
 from prism.models.prequantized.gguf import GGUF_SOURCE_LINK
@@ -82,8 +82,7 @@ def run_quality_bench(
 ) -> QualityResult:
     """Score the text with the full-precision model, then with each of ``modes``."""
     started = datetime.now().astimezone().isoformat(timespec="seconds")
-    threads = threads or available_cpus()
-    torch.set_num_threads(threads)
+    threads = use_threads(threads)
     torch_device = resolve_device(device)
     model = resolve_model(source)
     tokenizer = load_tokenizer(model.path)

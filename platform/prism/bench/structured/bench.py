@@ -17,15 +17,13 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-import torch
-
 from prism.bench.engine.bench import bench_engine_config
 from prism.bench.engine.prism_runs import PrismContender
 from prism.bench.engine.results import PhaseRun
 from prism.bench.engine.workload import Workload
-from prism.bench.machine import Machine, describe_machine
+from prism.bench.machine import Machine, describe_machine, use_threads
 from prism.engine.grammar import GrammarCompiler
-from prism.engine.model_runner import available_cpus, resolve_device, resolve_dtype
+from prism.engine.model_runner import resolve_device, resolve_dtype
 from prism.models import load_tokenizer, resolve_model
 from prism.structured_output import StructuredOutput
 
@@ -110,8 +108,7 @@ def run_structured_bench(
 ) -> StructuredBenchResult:
     """Time ``workload``'s batch free and under :data:`BENCH_SCHEMA`, ``repeats`` rounds."""
     started = datetime.now().astimezone().isoformat(timespec="seconds")
-    threads = threads or available_cpus()
-    torch.set_num_threads(threads)
+    threads = use_threads(threads)
     torch_device = resolve_device(device)
     dtype_name = str(resolve_dtype(dtype, torch_device)).removeprefix("torch.")
     progress("loading the model")
