@@ -2,8 +2,8 @@
 
 Each constrained request owns an llguidance matcher. Before sampling, every constrained row
 of the step's logits is masked to the tokens its grammar allows (one bitmask per row, filled
-by the matcher, unpacked and applied to the rows together); after sampling, the engine
-advances each matcher by the committed token.
+by the matcher, turned into 0 / ``-inf`` penalties by a byte table and added to the rows
+together); after sampling, the engine advances each matcher by the committed token.
 """
 
 from __future__ import annotations
