@@ -10,7 +10,7 @@ import jsonschema
 import openai
 import pytest
 
-from support.live_platform import MODEL_ID, Platform
+from support.live_platform import MAX_NUM_SEQS, MODEL_ID, Platform
 
 SCHEMAS = {
     "person": {
@@ -103,6 +103,8 @@ SCHEMAS = {
 }
 SAMPLES_PER_CALL = 5
 """Choices per call (``n``): within what the test platform's replica queues."""
+CONCURRENT_CALLS = MAX_NUM_SEQS
+"""Calls in flight at once: the test platform's batch."""
 WEATHER_TOOL = {
     "type": "function",
     "function": {
@@ -152,8 +154,8 @@ def json_format(name: str) -> dict:
     }
 
 
-def test_fifty_samples_over_five_schemas_all_validate(client: openai.OpenAI) -> None:
-    def sample(call: tuple[str, int]) -> list[str]:
+def test_fifty_requests_over_five_schemas_all_validate(client: openai.OpenAI) -> None:
+    def sample(call: tuple[str, int]) -> str:
         name, seed = call
         completion = client.chat.completions.create(
             model=MODEL_ID,
@@ -161,19 +163,17 @@ def test_fifty_samples_over_five_schemas_all_validate(client: openai.OpenAI) -> 
             response_format=json_format(name),
             temperature=1.0,
             max_tokens=250,
-            n=SAMPLES_PER_CALL,
             seed=seed,
         )
-        assert all(c.finish_reason == "stop" for c in completion.choices)
-        return [c.message.content for c in completion.choices]
+        assert completion.choices[0].finish_reason == "stop"
+        return completion.choices[0].message.content
 
-    calls = [(name, seed) for name in SCHEMAS for seed in (1, 2)]
-    with ThreadPoolExecutor(1) as pool:
-        replies = dict(zip(calls, pool.map(sample, calls), strict=True))
+    calls = [(name, seed) for name in SCHEMAS for seed in range(10)]
+    with ThreadPoolExecutor(CONCURRENT_CALLS) as pool:
+        texts = list(pool.map(sample, calls))
 
-    texts = [(name, text) for (name, _), texts in replies.items() for text in texts]
     assert len(texts) == 50
-    for name, text in texts:
+    for (name, _), text in zip(calls, texts, strict=True):
         jsonschema.validate(json.loads(text), SCHEMAS[name])
 
 
