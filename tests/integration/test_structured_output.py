@@ -58,7 +58,7 @@ SCHEMAS = {
         "properties": {
             "city": {"type": "string", "maxLength": 20},
             "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
-            "temperature": {"type": "number", "minimum": -50, "maximum": 60},
+            "temperature": {"type": "number", "minimum": -50, "maximum": 60, "multipleOf": 0.5},
         },
         "required": ["city", "unit", "temperature"],
         "additionalProperties": False,
@@ -72,7 +72,7 @@ SCHEMAS = {
                 "minItems": 1,
                 "maxItems": 4,
             },
-            "score": {"type": "number", "minimum": 0, "maximum": 5},
+            "score": {"type": "number", "minimum": 0, "maximum": 5, "multipleOf": 0.5},
             "recommended": {"type": "boolean"},
         },
         "required": ["tags", "score", "recommended"],
