@@ -9,6 +9,7 @@ so a bad schema is a 400 naming its field.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -17,46 +18,29 @@ from prism.errors import InvalidRequest
 from prism.structured_output import StructuredOutput
 
 
-def checked(constraint: StructuredOutput) -> StructuredOutput:
-    """``constraint`` if it compiles; a ``ValueError`` (a 400 naming the field) otherwise."""
-    try:
-        constraint.check()
-    except InvalidRequest as error:
-        raise ValueError(str(error)) from None
-    return constraint
+def _compiles(make: Callable[[Any], StructuredOutput]) -> Callable[[Any], Any]:
+    """A field validator: the value if ``make(value)`` compiles, else a ``ValueError`` (a 400
+    naming the field) saying why."""
+
+    def validate(value: Any) -> Any:
+        try:
+            make(value).check()
+        except InvalidRequest as error:
+            raise ValueError(str(error)) from None
+        return value
+
+    return validate
 
 
-def _schema(value: Any) -> Any:
-    try:
-        checked(StructuredOutput.json_schema(value))
-    except InvalidRequest as error:
-        raise ValueError(str(error)) from None
-    return value
-
-
-def _regex(value: str) -> str:
-    checked(StructuredOutput.regex(value))
-    return value
-
-
-def _choice(value: list[str]) -> list[str]:
-    try:
-        checked(StructuredOutput.choice(value))
-    except InvalidRequest as error:
-        raise ValueError(str(error)) from None
-    return value
-
-
-def _grammar(value: str) -> str:
-    checked(StructuredOutput.grammar(value))
-    return value
-
-
-JSONSchema = Annotated[dict[str, Any] | str, AfterValidator(_schema)]
+JSONSchema = Annotated[
+    dict[str, Any] | str, AfterValidator(_compiles(StructuredOutput.json_schema))
+]
 """A JSON schema, as an object or as JSON text."""
-Regex = Annotated[str, AfterValidator(_regex)]
-Choice = Annotated[list[str], Field(min_length=1), AfterValidator(_choice)]
-Grammar = Annotated[str, Field(min_length=1), AfterValidator(_grammar)]
+Regex = Annotated[str, AfterValidator(_compiles(StructuredOutput.regex))]
+Choice = Annotated[
+    list[str], Field(min_length=1), AfterValidator(_compiles(StructuredOutput.choice))
+]
+Grammar = Annotated[str, Field(min_length=1), AfterValidator(_compiles(StructuredOutput.grammar))]
 
 
 class StructuredOutputs(BaseModel):
