@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+)
 
 from prism.engine import LLMEngine, SamplingParams
 from prism.models import apply_chat_template
@@ -95,7 +102,8 @@ def tiny_variant(folder, model) -> ReferenceModel:
 
 @pytest.fixture(scope="module")
 def architecture_variants(tmp_path_factory: pytest.TempPathFactory) -> list[ReferenceModel]:
-    """Qwen2 (q/k/v biases) and a Llama with llama3 RoPE scaling, o_proj bias, tied head."""
+    """Qwen2 (q/k/v biases), Qwen3 (q/k head norms, a head_dim of its own) and a Llama with
+    llama3 RoPE scaling, o_proj bias, tied head."""
     shape = TINY_SHAPE | {"bos_token_id": None, "eos_token_id": None}
     torch.manual_seed(3)
     folder = tmp_path_factory.mktemp("variants")
@@ -105,11 +113,19 @@ def architecture_variants(tmp_path_factory: pytest.TempPathFactory) -> list[Refe
             **shape, rope_parameters=LLAMA3_ROPE, attention_bias=True, tie_word_embeddings=True
         )
     )
+    qwen3 = Qwen3ForCausalLM(Qwen3Config(**shape, head_dim=24))
     for module in (qwen, llama):  # random biases, so a dropped bias shows in the output
         for name, parameter in module.named_parameters():
             if name.endswith("bias"):
                 torch.nn.init.normal_(parameter, std=0.5)
-    return [tiny_variant(folder / "qwen2", qwen), tiny_variant(folder / "llama3-rope", llama)]
+    for name, parameter in qwen3.named_parameters():  # head norms that are not all ones
+        if name.endswith(("q_norm.weight", "k_norm.weight")):
+            torch.nn.init.normal_(parameter, mean=1.0, std=0.5)
+    return [
+        tiny_variant(folder / "qwen2", qwen),
+        tiny_variant(folder / "qwen3", qwen3),
+        tiny_variant(folder / "llama3-rope", llama),
+    ]
 
 
 def test_greedy_matches_hf_on_architecture_variants(

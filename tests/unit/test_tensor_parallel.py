@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
 
 from prism.engine import LLMEngine, SamplingParams
 from prism.engine.step_input import PrefillInput, StepInput
@@ -78,6 +78,21 @@ def test_biases_tied_embeddings_and_an_uneven_vocabulary_shard(biased_tied_llama
         expected = greedy_tokens(single, prompts)
     with LLMEngine("biased", biased_tied_llama, replace(config, tensor_parallel_size=2)) as sharded:
         assert sharded.runner.model.vocab_part == 126  # 251 ids: 126 + 125 and one padding row
+        assert greedy_tokens(sharded, prompts) == expected
+
+
+def test_two_ranks_give_the_greedy_tokens_of_one_on_qwen3(tmp_path: Path) -> None:
+    torch.manual_seed(5)
+    model = Qwen3ForCausalLM(Qwen3Config(**TINY_SHAPE, head_dim=24))
+    for name, parameter in model.named_parameters():
+        if name.endswith(("q_norm.weight", "k_norm.weight")):
+            torch.nn.init.normal_(parameter, mean=1.0, std=0.5)
+    model.save_pretrained(tmp_path)
+    config = engine_config(num_kv_blocks=128, num_threads=1)
+    prompts = random_prompts([5, 33])
+    with LLMEngine("qwen3", tmp_path, config) as single:
+        expected = greedy_tokens(single, prompts)
+    with LLMEngine("qwen3", tmp_path, replace(config, tensor_parallel_size=2)) as sharded:
         assert greedy_tokens(sharded, prompts) == expected
 
 

@@ -137,10 +137,12 @@ class Attention(nn.Module):
         self,
         config: ModelConfig,
         dtype: torch.dtype,
+        weight_dtype: torch.dtype,
         device: torch.device,
         group: TensorParallelGroup,
     ) -> None:
-        """``dtype`` is the dtype of the projection weights; the rank holds its heads only."""
+        """``dtype`` is the activations' (and head norms'), ``weight_dtype`` the projection
+        weights'; the rank holds its heads only."""
         super().__init__()
         self.group = group
         self.num_heads = config.num_heads // group.size
@@ -149,12 +151,16 @@ class Attention(nn.Module):
         q_size = self.num_heads * config.head_dim
         kv_size = self.num_kv_heads * config.head_dim
         self.split = (q_size + kv_size, kv_size)
-        self.qkv_weight = _param((q_size + 2 * kv_size, config.hidden_size), dtype, device)
+        self.qkv_weight = _param((q_size + 2 * kv_size, config.hidden_size), weight_dtype, device)
         self.qkv_bias = (
-            _param((q_size + 2 * kv_size,), dtype, device) if config.attention_bias else None
+            _param((q_size + 2 * kv_size,), weight_dtype, device) if config.attention_bias else None
         )
-        self.o_weight = _param((config.hidden_size, q_size), dtype, device)
+        self.o_weight = _param((config.hidden_size, q_size), weight_dtype, device)
         self.o_bias: nn.Parameter | None = None
+        self.q_norm = self.k_norm = None
+        if config.qk_norm:  # one weight per head dimension, shared by the heads of every rank
+            self.q_norm = RMSNorm(config.head_dim, config.rms_norm_eps, dtype, device)
+            self.k_norm = RMSNorm(config.head_dim, config.rms_norm_eps, dtype, device)
 
     def load(self, loader: _Loader, prefix: str) -> None:
         names = ("q_proj", "k_proj", "v_proj")
@@ -165,6 +171,9 @@ class Attention(nn.Module):
             o_bias = loader.read(f"{prefix}.o_proj.bias", cast(torch.Tensor, self.o_weight))
             self.o_bias = nn.Parameter(o_bias, requires_grad=False)
         loader.load_matrix(self, "o_weight", [f"{prefix}.o_proj"], INPUT_DIM)
+        if self.q_norm is not None and self.k_norm is not None:
+            loader.fill(self.q_norm.weight, f"{prefix}.q_norm.weight")
+            loader.fill(self.k_norm.weight, f"{prefix}.k_norm.weight")
 
     def forward(
         self,
@@ -174,8 +183,12 @@ class Attention(nn.Module):
         batch: AttentionBatch,
     ) -> torch.Tensor:
         qk, v = linear(x, self.qkv_weight, self.qkv_bias).split(self.split, dim=-1)
+        qk = qk.view(-1, self.num_heads + self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None and self.k_norm is not None:
+            q, k = qk.split((self.num_heads, self.num_kv_heads), dim=1)
+            qk = torch.cat((self.q_norm(q), self.k_norm(k)), dim=1)
         # Queries and keys are rotated together, as one set of heads.
-        qk = rotation.apply(qk.view(-1, self.num_heads + self.num_kv_heads, self.head_dim))
+        qk = rotation.apply(qk)
         q, k = qk.split((self.num_heads, self.num_kv_heads), dim=1)
         v = v.view(-1, self.num_kv_heads, self.head_dim)
         k_cache, v_cache = kv_cache[0], kv_cache[1]
@@ -219,7 +232,7 @@ class DecoderLayer(nn.Module):
     ) -> None:
         super().__init__()
         self.input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
-        self.attention = Attention(config, weight_dtype, device, group)
+        self.attention = Attention(config, dtype, weight_dtype, device, group)
         self.post_attention_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
         self.mlp = MLP(config, weight_dtype, device, group)
 

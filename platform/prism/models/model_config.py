@@ -14,7 +14,10 @@ _ARCHITECTURES: dict[str, bool] = {
     "LlamaForCausalLM": False,
     "MistralForCausalLM": False,
     "Qwen2ForCausalLM": True,
+    "Qwen3ForCausalLM": False,
 }
+_QK_NORM_ARCHITECTURES = frozenset({"Qwen3ForCausalLM"})
+"""Architectures that RMS-normalise each query and key head before RoPE."""
 _DEFAULT_ROPE_THETA = 10_000.0
 _DEFAULT_RMS_NORM_EPS = 1e-6
 
@@ -26,6 +29,7 @@ class ModelConfig:
     ``attention_bias``: the q/k/v projections carry a bias (always for Qwen2, whose o_proj
     has none; Llama's ``attention_bias`` gives o_proj one as well).
     ``rope_scaling`` is the HF rope dict (with ``rope_type``) or None for plain RoPE.
+    ``qk_norm``: each query and key head is RMS-normalised before RoPE (Qwen3).
     """
 
     architecture: str
@@ -46,6 +50,7 @@ class ModelConfig:
     bos_token_id: int | None
     eos_token_ids: tuple[int, ...]
     sliding_window: int | None = None
+    qk_norm: bool = False
 
     @classmethod
     def from_folder(cls, path: Path | str) -> ModelConfig:
@@ -87,6 +92,7 @@ class ModelConfig:
             bos_token_id=bos_token_id,
             eos_token_ids=_eos_token_ids(raw, generation),
             sliding_window=_sliding_window(raw, architecture),
+            qk_norm=architecture in _QK_NORM_ARCHITECTURES,
         )
 
 
@@ -129,8 +135,9 @@ def _eos_token_ids(raw: dict[str, Any], generation: dict[str, Any]) -> tuple[int
 
 
 def _sliding_window(raw: dict[str, Any], architecture: str) -> int | None:
-    """The attention window, where the model really uses one (Qwen2 only when enabled)."""
+    """The attention window, where the model really uses one (Qwen's only when enabled)."""
     window = raw.get("sliding_window")
-    if architecture == "Qwen2ForCausalLM" and not raw.get("use_sliding_window", False):
+    qwen = ("Qwen2ForCausalLM", "Qwen3ForCausalLM")
+    if architecture in qwen and not raw.get("use_sliding_window", False):
         return None
     return int(window) if window else None
