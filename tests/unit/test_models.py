@@ -72,6 +72,7 @@ def test_config_from_saved_tiny_llama_reads_every_field(tiny_llama: TinyLlama) -
         mlp_bias=False,
         bos_token_id=1,
         eos_token_ids=(2,),
+        layer_windows=(None, None),
     )
 
 
@@ -343,5 +344,5 @@ def test_sliding_window_is_kept_only_where_the_model_uses_it(tmp_path: Path) -> 
     mistral = write_config(tmp_path / "m", base | {"architectures": ["MistralForCausalLM"]})
     qwen = write_config(tmp_path / "q", base | {"architectures": ["Qwen2ForCausalLM"]})
 
-    assert ModelConfig.from_folder(mistral).sliding_window == 4096
-    assert ModelConfig.from_folder(qwen).sliding_window is None
+    assert ModelConfig.from_folder(mistral).layer_windows == (4096, 4096)
+    assert ModelConfig.from_folder(qwen).layer_windows == (None, None)

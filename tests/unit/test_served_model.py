@@ -100,7 +100,7 @@ def test_the_context_is_the_configured_or_trained_one_within_a_sliding_window(
     assert context_length(settings, config) == 512
     capped = ModelSettings.model_validate({"id": "tiny", "engine": {"max_model_len": 100}})
     assert context_length(capped, config) == 100
-    windowed = replace(config, sliding_window=128)
+    windowed = replace(config, layer_windows=(128, None))
     assert context_length(settings, windowed) == 128
 
 

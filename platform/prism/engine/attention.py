@@ -127,8 +127,15 @@ def paged_attention(
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
     batch: AttentionBatch,
+    window: int | None = None,
 ) -> torch.Tensor:
-    """Attention output [tokens, heads, head_dim] for the packed ``query`` [tokens, heads, dim]."""
+    """Attention output [tokens, heads, head_dim] for the packed ``query`` [tokens, heads, dim].
+
+    ``window``: each query attends only to the last ``window`` positions up to its own. Not
+    applied yet: the engine caps ``max_model_len`` at the narrowest window, where full
+    attention gives the same result.
+    """
+    del window
     out = torch.empty_like(query)
     tables, lengths = batch.decode_block_tables, batch.decode_context_lens
     if tables is not None and lengths is not None:  # the step has decodes

@@ -140,11 +140,13 @@ class Attention(nn.Module):
         weight_dtype: torch.dtype,
         device: torch.device,
         group: TensorParallelGroup,
+        window: int | None = None,
     ) -> None:
         """``dtype`` is the activations' (and head norms'), ``weight_dtype`` the projection
-        weights'; the rank holds its heads only."""
+        weights'; the rank holds its heads only. ``window``: the sliding window, if any."""
         super().__init__()
         self.group = group
+        self.window = window
         self.num_heads = config.num_heads // group.size
         self.num_kv_heads = config.num_kv_heads // group.size
         self.head_dim = config.head_dim
@@ -193,7 +195,7 @@ class Attention(nn.Module):
         v = v.view(-1, self.num_kv_heads, self.head_dim)
         k_cache, v_cache = kv_cache[0], kv_cache[1]
         write_kv(k_cache, v_cache, k, v, batch.slot_mapping)
-        out = paged_attention(q, k_cache, v_cache, batch)
+        out = paged_attention(q, k_cache, v_cache, batch, self.window)
         return _row_parallel(out.reshape(x.shape[0], -1), self.o_weight, self.o_bias, self.group)
 
 
@@ -229,10 +231,12 @@ class DecoderLayer(nn.Module):
         weight_dtype: torch.dtype,
         device: torch.device,
         group: TensorParallelGroup,
+        layer_index: int,
     ) -> None:
         super().__init__()
         self.input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
-        self.attention = Attention(config, dtype, weight_dtype, device, group)
+        window = config.layer_windows[layer_index] if config.layer_windows else None
+        self.attention = Attention(config, dtype, weight_dtype, device, group, window)
         self.post_attention_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
         self.mlp = MLP(config, weight_dtype, device, group)
 
@@ -285,8 +289,8 @@ class LlamaModel(nn.Module):
             (self.vocab_part, config.hidden_size), weight_dtype, device
         )
         self.layers = nn.ModuleList(
-            DecoderLayer(config, dtype, weight_dtype, device, self.group)
-            for _ in range(config.num_layers)
+            DecoderLayer(config, dtype, weight_dtype, device, self.group, index)
+            for index in range(config.num_layers)
         )
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
         # The LM head stays in the activations' dtype: bf16 logits would round away the

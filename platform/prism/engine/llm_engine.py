@@ -144,7 +144,7 @@ class LLMEngine:
 
     def _max_model_len(self) -> int:
         model_len = self.config.max_model_len or self.model_config.max_position_embeddings
-        window = self.model_config.sliding_window
+        window = self.model_config.narrowest_window
         if window is not None and window < model_len:
             logger.warning(
                 "sliding-window attention is not implemented: max_model_len capped at the "

@@ -30,6 +30,8 @@ class ModelConfig:
     has none; Llama's ``attention_bias`` gives o_proj one as well).
     ``rope_scaling`` is the HF rope dict (with ``rope_type``) or None for plain RoPE.
     ``qk_norm``: each query and key head is RMS-normalised before RoPE (Qwen3).
+    ``layer_windows``: per layer, the sliding attention window in tokens, or None where the
+    layer attends to the whole sequence.
     """
 
     architecture: str
@@ -49,8 +51,21 @@ class ModelConfig:
     mlp_bias: bool
     bos_token_id: int | None
     eos_token_ids: tuple[int, ...]
-    sliding_window: int | None = None
+    layer_windows: tuple[int | None, ...] = ()
     qk_norm: bool = False
+
+    @property
+    def bounded_window(self) -> int | None:
+        """The window every layer slides (so older KV is never read again), if they all do."""
+        windows = set(self.layer_windows)
+        if len(windows) != 1:
+            return None
+        return next(iter(windows))
+
+    @property
+    def narrowest_window(self) -> int | None:
+        """The smallest window of any layer (None: no layer slides)."""
+        return min((window for window in self.layer_windows if window), default=None)
 
     @classmethod
     def from_folder(cls, path: Path | str) -> ModelConfig:
@@ -91,7 +106,7 @@ class ModelConfig:
             mlp_bias=bool(raw.get("mlp_bias", False)),
             bos_token_id=bos_token_id,
             eos_token_ids=_eos_token_ids(raw, generation),
-            sliding_window=_sliding_window(raw, architecture),
+            layer_windows=_layer_windows(raw, architecture),
             qk_norm=architecture in _QK_NORM_ARCHITECTURES,
         )
 
@@ -134,10 +149,17 @@ def _eos_token_ids(raw: dict[str, Any], generation: dict[str, Any]) -> tuple[int
     return tuple(ids)
 
 
-def _sliding_window(raw: dict[str, Any], architecture: str) -> int | None:
-    """The attention window, where the model really uses one (Qwen's only when enabled)."""
+def _layer_windows(raw: dict[str, Any], architecture: str) -> tuple[int | None, ...]:
+    """Each layer's attention window, from ``layer_types`` where the config lists them."""
+    num_layers = int(raw["num_hidden_layers"])
     window = raw.get("sliding_window")
     qwen = ("Qwen2ForCausalLM", "Qwen3ForCausalLM")
-    if architecture in qwen and not raw.get("use_sliding_window", False):
-        return None
-    return int(window) if window else None
+    if not window or (architecture in qwen and not raw.get("use_sliding_window", False)):
+        return (None,) * num_layers
+    layer_types = raw.get("layer_types")
+    if layer_types is None:  # older configs: Qwen slides from max_window_layers on
+        first = int(raw.get("max_window_layers", 0)) if architecture in qwen else 0
+        layer_types = [
+            "sliding_attention" if i >= first else "full_attention" for i in range(num_layers)
+        ]
+    return tuple(int(window) if kind == "sliding_attention" else None for kind in layer_types)
