@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prism.engine.kv_cache_manager import KVCacheManager
+from prism.engine.kv_cache_manager import NO_HIT, KVCacheManager, PrefixHit
 from prism.engine.request import Request
 from prism.kv_events import BlocksStored
 from support.engine_requests import BLOCK_SIZE, engine_request
@@ -73,9 +73,9 @@ def test_a_prompt_finds_the_leading_blocks_another_request_left_cached() -> None
 
     sharing = engine_request("sharing", [*range(8), 90, 91, 92, 93])
     other = engine_request("other", [99, *range(1, 12)])
-    first_two = [kv.pool.lookup(h) for h in done.block_hashes[:2]]
-    assert kv.cached_prefix(sharing) == first_two
-    assert kv.cached_prefix(other) == []
+    first_two = tuple(kv.pool.lookup(h) for h in done.block_hashes[:2])
+    assert kv.cached_prefix(sharing) == PrefixHit(2, first_two)
+    assert kv.cached_prefix(other) == NO_HIT
 
 
 def test_a_fully_cached_prompt_still_computes_its_last_block() -> None:
@@ -83,7 +83,8 @@ def test_a_fully_cached_prompt_still_computes_its_last_block() -> None:
     done = cached_request(kv, list(range(12)))
     again = engine_request("again", list(range(12)))
 
-    assert kv.cached_prefix(again) == [kv.pool.lookup(h) for h in done.block_hashes[:2]]
+    leading = tuple(kv.pool.lookup(h) for h in done.block_hashes[:2])
+    assert kv.cached_prefix(again) == PrefixHit(2, leading)
 
 
 def test_without_prefix_caching_nothing_is_registered_or_found() -> None:
@@ -91,7 +92,7 @@ def test_without_prefix_caching_nothing_is_registered_or_found() -> None:
     done = cached_request(kv, list(range(12)))
 
     assert kv.pool.lookup(done.block_hashes[0]) is None
-    assert kv.cached_prefix(engine_request("again", list(range(12)))) == []
+    assert kv.cached_prefix(engine_request("again", list(range(12)))) == NO_HIT
 
 
 def test_cached_blocks_are_shared_and_revived_from_the_free_pool() -> None:
@@ -100,11 +101,11 @@ def test_cached_blocks_are_shared_and_revived_from_the_free_pool() -> None:
     first = engine_request("first", list(range(12)))
     second = engine_request("second", list(range(12)))
 
-    cached = kv.cached_prefix(first)
-    assert kv.allocate(first, 4, cached)  # two cached free blocks revived, one new
-    assert first.block_ids[:2] == cached and first.num_computed_tokens == 8
+    hit = kv.cached_prefix(first)
+    assert kv.allocate(first, 4, hit)  # two cached free blocks revived, one new
+    assert first.block_ids[:2] == list(hit.block_ids) and first.num_computed_tokens == 8
     assert kv.allocate(second, 4, kv.cached_prefix(second))  # shared, one more new block
-    assert [kv.pool.ref_count(block) for block in cached] == [2, 2]
+    assert [kv.pool.ref_count(block) for block in hit.block_ids] == [2, 2]
     assert kv.pool.num_free == 0
 
 
@@ -112,9 +113,9 @@ def test_reviving_cached_blocks_counts_against_the_free_pool() -> None:
     kv = make_kv(3)
     cached_request(kv, list(range(8)))
     longer = engine_request("longer", list(range(16)))
-    cached = kv.cached_prefix(longer)
+    hit = kv.cached_prefix(longer)
 
-    assert len(cached) == 2 and kv.pool.num_free == 3
-    assert not kv.allocate(longer, 8, cached)  # 2 revived + 2 new > 3 free
+    assert len(hit.block_ids) == 2 and kv.pool.num_free == 3
+    assert not kv.allocate(longer, 8, hit)  # 2 revived + 2 new > 3 free
     assert longer.block_ids == [] and longer.num_computed_tokens == 0
-    assert [kv.pool.ref_count(block) for block in cached] == [0, 0]
+    assert [kv.pool.ref_count(block) for block in hit.block_ids] == [0, 0]

@@ -4,11 +4,18 @@ Decodes (one query token each) run as one batch: on CPU through Prism's native k
 which reads keys and values in their cache blocks (:mod:`prism.engine.cpu_kernels`),
 elsewhere as a padded batch of gathered blocks through SDPA. Prefill chunks run one by one,
 each attending to its cached prefix and, causally, to itself.
+
+A layer with a sliding ``window`` follows HF's definition: the query at position i sees the
+keys at positions j with i - window < j <= i. Each sequence's keys are numbered from its
+first block table entry, which need not be position 0: blocks wholly outside every layer's
+window may have left the table (see :mod:`prism.engine.kv_cache_manager`), and the window
+only depends on distances, so attention never needs the absolute positions. The masks and
+window starts are built once per step for each window, by the first layer that needs them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -19,22 +26,49 @@ from prism.engine.matmul import widens
 
 @dataclass(slots=True)
 class PrefillSpan:
-    """A prefill chunk's rows in the packed batch and the blocks its keys live in."""
+    """A prefill chunk's rows in the packed batch and the blocks its keys live in.
+
+    Its ``context_len`` keys are the rows of ``block_ids``; its queries are the last
+    ``query_len`` of them.
+    """
 
     query_start: int
     query_len: int
     context_len: int
     block_ids: torch.Tensor
-    mask: torch.Tensor | None  # None: keys are exactly the queries, plain causal
+    # Built by the first layer of each window that needs them, shared by the others.
+    masks: dict[int | None, torch.Tensor | None] = field(
+        default_factory=dict, init=False, repr=False
+    )
+
+    def mask(self, window: int | None) -> torch.Tensor | None:
+        """[query_len, context_len]: the keys each query sees; None where plain causal
+        attention is exact (the keys are exactly the queries, and no window cuts them)."""
+        if window is not None and window >= self.context_len:
+            window = None  # the window reaches back past the first key: it cuts nothing
+        if window not in self.masks:
+            self.masks[window] = self._build_mask(window)
+        return self.masks[window]
+
+    def _build_mask(self, window: int | None) -> torch.Tensor | None:
+        if window is None and self.query_len == self.context_len:
+            return None
+        device = self.block_ids.device
+        keys = torch.arange(self.context_len, device=device)
+        queries = keys[self.context_len - self.query_len :, None]
+        visible = keys[None, :] <= queries
+        if window is not None:
+            visible &= keys[None, :] > queries - window
+        return visible
 
 
 @dataclass(slots=True)
 class AttentionBatch:
     """Where one step's tokens write K/V and what each of them attends to.
 
-    The packed batch holds the decode tokens first, then the prefill chunks. Each decode
-    reads the first ``decode_context_lens[i]`` slots of its row of ``decode_block_tables``
-    (padded with block 0).
+    The packed batch holds the decode tokens first, then the prefill chunks. Decode i's
+    query is the last of its ``decode_context_lens[i]`` keys, the first slots of its row of
+    ``decode_block_tables`` (padded with block 0).
     """
 
     slot_mapping: torch.Tensor
@@ -42,17 +76,38 @@ class AttentionBatch:
     decode_block_tables: torch.Tensor | None
     decode_context_lens: torch.Tensor | None
     prefills: list[PrefillSpan]
-    decode_mask: torch.Tensor | None = None  # built once, by the first layer that needs it
+    # Built by the first layer of each window that needs them, shared by the others.
+    decode_starts: dict[int | None, torch.Tensor] = field(
+        default_factory=dict, init=False, repr=False
+    )
+    decode_masks: dict[int | None, torch.Tensor] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
-    def decode_key_mask(self, block_size: int) -> torch.Tensor:
-        """[decodes, 1, 1, table slots]: which slots of its padded table each decode reads."""
+    def decode_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The decodes' block tables [decodes, width] and context lengths [decodes]."""
         tables, lengths = self.decode_block_tables, self.decode_context_lens
         if tables is None or lengths is None:
             raise ValueError("the step has no decodes")
-        if self.decode_mask is None:
-            slots = torch.arange(tables.shape[1] * block_size, device=tables.device)
-            self.decode_mask = (slots[None, :] < lengths[:, None])[:, None, None, :]
-        return self.decode_mask
+        return tables, lengths
+
+    def decode_start(self, window: int | None) -> torch.Tensor:
+        """[decodes]: the first table slot each decode reads under ``window``."""
+        if window not in self.decode_starts:
+            _, lengths = self.decode_tables()
+            starts = torch.zeros_like(lengths) if window is None else lengths - window
+            self.decode_starts[window] = starts.clamp_(min=0)
+        return self.decode_starts[window]
+
+    def decode_key_mask(self, block_size: int, window: int | None) -> torch.Tensor:
+        """[decodes, 1, 1, table slots]: which slots of its padded table each decode reads."""
+        if window not in self.decode_masks:
+            tables, lengths = self.decode_tables()
+            slots = torch.arange(tables.shape[1] * block_size, device=tables.device)[None, :]
+            starts = self.decode_start(window)[:, None]
+            visible = (slots >= starts) & (slots < lengths[:, None])
+            self.decode_masks[window] = visible[:, None, None, :]
+        return self.decode_masks[window]
 
 
 def write_kv(
@@ -131,36 +186,56 @@ def paged_attention(
 ) -> torch.Tensor:
     """Attention output [tokens, heads, head_dim] for the packed ``query`` [tokens, heads, dim].
 
-    ``window``: each query attends only to the last ``window`` positions up to its own. Not
-    applied yet: the engine caps ``max_model_len`` at the narrowest window, where full
-    attention gives the same result.
+    ``window``: each query attends only to the last ``window`` positions up to its own
+    (None: to every position up to its own).
     """
-    del window
     out = torch.empty_like(query)
-    tables, lengths = batch.decode_block_tables, batch.decode_context_lens
-    if tables is not None and lengths is not None:  # the step has decodes
-        decodes = query[: batch.num_decodes]
-        if supports_decode_attention(k_cache):
-            out[: batch.num_decodes] = decode_attention(decodes, k_cache, v_cache, tables, lengths)
-        else:
-            keys = _gather(k_cache, tables)
-            values = _gather(v_cache, tables)
-            mask = batch.decode_key_mask(k_cache.shape[2])
-            on_cpu = query.device.type == "cpu"
-            decode = _decode_attention_cpu if on_cpu else _decode_attention_sdpa
-            out[: batch.num_decodes] = decode(decodes, keys, values, mask)
+    if batch.num_decodes:
+        out[: batch.num_decodes] = _decodes(
+            query[: batch.num_decodes], k_cache, v_cache, batch, window
+        )
     for span in batch.prefills:
         rows = slice(span.query_start, span.query_start + span.query_len)
-        q = query[rows].transpose(0, 1).unsqueeze(0)
-        keys = _gather(k_cache, span.block_ids)[:, : span.context_len].unsqueeze(0)
-        values = _gather(v_cache, span.block_ids)[:, : span.context_len].unsqueeze(0)
-        attended = F.scaled_dot_product_attention(
-            q,
-            keys,
-            values,
-            attn_mask=span.mask,
-            is_causal=span.mask is None,
-            enable_gqa=True,
-        )
-        out[rows] = attended.squeeze(0).transpose(0, 1)
+        out[rows] = _prefill(query[rows], k_cache, v_cache, span, window)
     return out
+
+
+def _decodes(
+    query: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    batch: AttentionBatch,
+    window: int | None,
+) -> torch.Tensor:
+    """The decodes' outputs [decodes, heads, dim]: the native kernel where it runs."""
+    tables, lengths = batch.decode_tables()
+    if supports_decode_attention(k_cache):
+        starts = None if window is None else batch.decode_start(window)
+        return decode_attention(query, k_cache, v_cache, tables, lengths, starts)
+    keys = _gather(k_cache, tables)
+    values = _gather(v_cache, tables)
+    mask = batch.decode_key_mask(k_cache.shape[2], window)
+    decode = _decode_attention_cpu if query.device.type == "cpu" else _decode_attention_sdpa
+    return decode(query, keys, values, mask)
+
+
+def _prefill(
+    query: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    span: PrefillSpan,
+    window: int | None,
+) -> torch.Tensor:
+    """One prefill chunk's output [query_len, heads, dim]."""
+    keys = _gather(k_cache, span.block_ids)[:, : span.context_len].unsqueeze(0)
+    values = _gather(v_cache, span.block_ids)[:, : span.context_len].unsqueeze(0)
+    mask = span.mask(window)
+    attended = F.scaled_dot_product_attention(
+        query.transpose(0, 1).unsqueeze(0),
+        keys,
+        values,
+        attn_mask=mask,
+        is_causal=mask is None,
+        enable_gqa=True,
+    )
+    return attended.squeeze(0).transpose(0, 1)

@@ -41,7 +41,7 @@ DISABLE_ENV = "PRISM_NATIVE_KERNELS"
 
 _POINTER = ctypes.c_void_p
 _INT64 = ctypes.c_int64
-_DECODE_ARGS = [_POINTER] * 6 + [_INT64] * 7 + [ctypes.c_float, ctypes.c_int]
+_DECODE_ARGS = [_POINTER] * 7 + [_INT64] * 7 + [ctypes.c_float, ctypes.c_int]
 _QUANTIZED_MATMUL_ARGS = (
     [_POINTER, _INT64, _INT64]
     + [_POINTER] * 3
@@ -155,19 +155,23 @@ def decode_attention(
     v_cache: torch.Tensor,
     block_tables: torch.Tensor,
     context_lens: torch.Tensor,
+    context_starts: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Attention of one query token per sequence over its keys and values, read in the cache.
 
     ``query`` [seqs, heads, dim]; ``k_cache``/``v_cache`` [kv_heads, blocks, block_size,
-    dim]; ``block_tables`` [seqs, width] int64; ``context_lens`` [seqs] int64. Returns
-    [seqs, heads, dim] in the query's dtype, computed in fp32. Check
-    :func:`supports_decode_attention` first.
+    dim]; ``block_tables`` [seqs, width] int64. Sequence i attends to the rows
+    ``context_starts[i]`` (0 if None) to ``context_lens[i] - 1`` of its table, both [seqs]
+    int64; blocks before its first row are never read. Returns [seqs, heads, dim] in the
+    query's dtype, computed in fp32. Check :func:`supports_decode_attention` first.
     """
     library = native_kernels()
     if library is None:
         raise RuntimeError("Prism's CPU kernels are not available")
     function_name = _DECODE_FUNCTIONS.get(k_cache.dtype)
-    tensors = (query, k_cache, v_cache, block_tables, context_lens)
+    if context_starts is None:
+        context_starts = torch.zeros_like(context_lens)
+    tensors = (query, k_cache, v_cache, block_tables, context_lens, context_starts)
     if function_name is None or any(tensor.device.type != "cpu" for tensor in tensors):
         raise ValueError("decode attention: CPU tensors and fp32 or bf16 caches only")
     num_seqs, num_heads, head_dim = query.shape
@@ -180,17 +184,20 @@ def decode_attention(
         block_tables.dim() != 2
         or block_tables.shape[0] != num_seqs
         or context_lens.shape != (num_seqs,)
+        or context_starts.shape != (num_seqs,)
     ):
-        raise ValueError("decode attention: one block table and context length per sequence")
+        raise ValueError("decode attention: one block table and context range per sequence")
     wide_query = query.float().contiguous()
     out = torch.empty_like(wide_query)
     tables = block_tables.to(torch.int64).contiguous()
+    starts = context_starts.to(torch.int64).contiguous()
     lengths = context_lens.to(torch.int64).contiguous()
     status = getattr(library, function_name)(
         wide_query.data_ptr(),
         k_cache.data_ptr(),
         v_cache.data_ptr(),
         tables.data_ptr(),
+        starts.data_ptr(),
         lengths.data_ptr(),
         out.data_ptr(),
         num_seqs,
@@ -204,5 +211,5 @@ def decode_attention(
         torch.get_num_threads(),
     )
     if status != 0:
-        raise ValueError("decode attention: a context length or block id is out of range")
+        raise ValueError("decode attention: a context range or block id is out of range")
     return out.to(query.dtype)

@@ -24,112 +24,23 @@ import torch.nn.functional as F
 from torch import nn
 
 from prism.engine.attention import AttentionBatch, paged_attention, write_kv
+from prism.engine.experts import SparseMoE
+from prism.engine.layers import (
+    INPUT_DIM,
+    OUTPUT_DIM,
+    RMSNorm,
+    ShardLoader,
+    parameter,
+    row_parallel,
+)
 from prism.engine.matmul import Weight, linear, pack_weight, prepare_quantized
+from prism.engine.mlp import MLP
 from prism.engine.parallel import TensorParallelGroup
 from prism.engine.quantized_panels import PanelMatrix
 from prism.engine.rotary import RotaryEmbedding, Rotation
-from prism.models import Checkpoint, ModelConfig, Shard
+from prism.models import Checkpoint, ModelConfig
 from prism.models.prequantized import PrequantizedFormat
-from prism.models.quantized import QuantizationSpec, QuantizedMatrix, stack_rows
-
-OUTPUT_DIM = 0
-"""A weight's output-feature dimension (its rows): column-parallel layers split it."""
-INPUT_DIM = 1
-"""A weight's input-feature dimension (its columns): row-parallel layers split it."""
-
-
-def _param(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> nn.Parameter:
-    return nn.Parameter(torch.empty(shape, dtype=dtype, device=device), requires_grad=False)
-
-
-def _row_parallel(
-    x: torch.Tensor,
-    weight: Weight,
-    bias: torch.Tensor | None,
-    group: TensorParallelGroup,
-) -> torch.Tensor:
-    """A product over this rank's input columns, summed over the ranks; bias added once."""
-    if group.size == 1:
-        return linear(x, weight, bias)
-    out = group.all_reduce(linear(x, weight))
-    return out if bias is None else out + bias
-
-
-class _Loader:
-    """Reads one rank's part of each checkpoint tensor into a parameter, or of each
-    quantized linear layer into a :class:`QuantizedMatrix`."""
-
-    def __init__(
-        self,
-        checkpoint: Checkpoint,
-        group: TensorParallelGroup,
-        prequantized: PrequantizedFormat | None = None,
-    ) -> None:
-        self.checkpoint = checkpoint
-        self.group = group
-        self.prequantized = prequantized
-
-    def read(self, name: str, like: torch.Tensor, split: int | None = None) -> torch.Tensor:
-        shard = None if split is None else self.group.shard(split)
-        return self.checkpoint.read(name, like.dtype, like.device, shard)
-
-    def fill(self, target: torch.Tensor, name: str, split: int | None = None) -> None:
-        target.copy_(self.read(name, target, split))
-
-    def fill_fused(self, target: torch.Tensor, names: list[str]) -> None:
-        """Row-split tensors stacked, each contributing this rank's rows."""
-        target.copy_(torch.cat([self.read(name, target, OUTPUT_DIM) for name in names]))
-
-    def load_matrix(self, module: nn.Module, attr: str, linears: list[str], split: int) -> None:
-        """``module.attr`` from the linear layers ``linears``, stacked by rows.
-
-        A checkpoint's quantized layers replace the parameter with this rank's part of them
-        in Prism's layout; full-precision ones are copied into it.
-        """
-        quantized = self._quantized(linears, split)
-        if quantized is not None:
-            delattr(module, attr)
-            setattr(module, attr, quantized)
-            for name in linears:  # a full-precision copy beside it is superseded
-                self.checkpoint.skip(f"{name}.weight")
-        elif len(linears) == 1:
-            self.fill(getattr(module, attr), f"{linears[0]}.weight", split)
-        else:
-            self.fill_fused(getattr(module, attr), [f"{name}.weight" for name in linears])
-
-    def _quantized(self, linears: list[str], split: int) -> QuantizedMatrix | None:
-        if self.prequantized is None:
-            return None
-        matrices = [self.prequantized.read(self.checkpoint, name) for name in linears]
-        present = [matrix for matrix in matrices if matrix is not None]
-        if not present:
-            return None
-        if len(present) < len(matrices):
-            raise ValueError(f"the checkpoint quantizes only some of {linears}")
-        shard = self.group.shard(split)
-        return stack_rows([_rank_part(matrix, shard) for matrix in present])
-
-
-def _rank_part(matrix: QuantizedMatrix, shard: Shard | None) -> QuantizedMatrix:
-    """This rank's rows (output features) or columns (input features) of ``matrix``."""
-    if shard is None:
-        return matrix
-    rows, cols = matrix.shape
-    if shard.dim == OUTPUT_DIM:
-        return matrix.row_span(*shard.span(rows))
-    start, stop, _ = shard.span(cols)
-    return matrix.column_span(start, stop)
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, size: int, eps: float, dtype: torch.dtype, device: torch.device) -> None:
-        super().__init__()
-        self.weight = _param((size,), dtype, device)
-        self.eps = eps
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalized in fp32, rounded to ``x``'s dtype, then scaled (the order HF uses)."""
-        return F.rms_norm(x, (x.shape[-1],), eps=self.eps).mul_(self.weight)
+from prism.models.quantized import QuantizationSpec, QuantizedMatrix
 
 
 class Attention(nn.Module):
@@ -153,18 +64,28 @@ class Attention(nn.Module):
         q_size = self.num_heads * config.head_dim
         kv_size = self.num_kv_heads * config.head_dim
         self.split = (q_size + kv_size, kv_size)
-        self.qkv_weight = _param((q_size + 2 * kv_size, config.hidden_size), weight_dtype, device)
-        self.qkv_bias = (
-            _param((q_size + 2 * kv_size,), weight_dtype, device) if config.attention_bias else None
+        self.qkv_weight = parameter(
+            (q_size + 2 * kv_size, config.hidden_size), weight_dtype, device
         )
-        self.o_weight = _param((config.hidden_size, q_size), weight_dtype, device)
+        self.qkv_bias = (
+            parameter((q_size + 2 * kv_size,), weight_dtype, device)
+            if config.attention_bias
+            else None
+        )
+        self.o_weight = parameter((config.hidden_size, q_size), weight_dtype, device)
         self.o_bias: nn.Parameter | None = None
         self.q_norm = self.k_norm = None
         if config.qk_norm:  # one weight per head dimension, shared by the heads of every rank
-            self.q_norm = RMSNorm(config.head_dim, config.rms_norm_eps, dtype, device)
-            self.k_norm = RMSNorm(config.head_dim, config.rms_norm_eps, dtype, device)
+            self.q_norm = _norm(config, config.head_dim, dtype, device)
+            self.k_norm = _norm(config, config.head_dim, dtype, device)
+        # Attention scales scores by head_dim ** -0.5; a family with another scale has its
+        # queries rescaled to match (Gemma: query_pre_attn_scalar ** -0.5).
+        self.query_scale: float | None = None
+        scalar = config.query_pre_attn_scalar
+        if scalar is not None and scalar != config.head_dim:
+            self.query_scale = (config.head_dim / scalar) ** 0.5
 
-    def load(self, loader: _Loader, prefix: str) -> None:
+    def load(self, loader: ShardLoader, prefix: str) -> None:
         names = ("q_proj", "k_proj", "v_proj")
         loader.load_matrix(self, "qkv_weight", [f"{prefix}.{n}" for n in names], OUTPUT_DIM)
         if self.qkv_bias is not None:
@@ -174,8 +95,8 @@ class Attention(nn.Module):
             self.o_bias = nn.Parameter(o_bias, requires_grad=False)
         loader.load_matrix(self, "o_weight", [f"{prefix}.o_proj"], INPUT_DIM)
         if self.q_norm is not None and self.k_norm is not None:
-            loader.fill(self.q_norm.weight, f"{prefix}.q_norm.weight")
-            loader.fill(self.k_norm.weight, f"{prefix}.k_norm.weight")
+            self.q_norm.load(loader, f"{prefix}.q_norm.weight")
+            self.k_norm.load(loader, f"{prefix}.k_norm.weight")
 
     def forward(
         self,
@@ -192,35 +113,18 @@ class Attention(nn.Module):
         # Queries and keys are rotated together, as one set of heads.
         qk = rotation.apply(qk)
         q, k = qk.split((self.num_heads, self.num_kv_heads), dim=1)
+        if self.query_scale is not None:
+            q = q * self.query_scale
         v = v.view(-1, self.num_kv_heads, self.head_dim)
         k_cache, v_cache = kv_cache[0], kv_cache[1]
         write_kv(k_cache, v_cache, k, v, batch.slot_mapping)
         out = paged_attention(q, k_cache, v_cache, batch, self.window)
-        return _row_parallel(out.reshape(x.shape[0], -1), self.o_weight, self.o_bias, self.group)
+        return row_parallel(out.reshape(x.shape[0], -1), self.o_weight, self.o_bias, self.group)
 
 
-class MLP(nn.Module):
-    def __init__(
-        self,
-        config: ModelConfig,
-        dtype: torch.dtype,
-        device: torch.device,
-        group: TensorParallelGroup,
-    ) -> None:
-        super().__init__()
-        self.group = group
-        size = config.intermediate_size // group.size
-        self.gate_up_weight = _param((2 * size, config.hidden_size), dtype, device)
-        self.down_weight = _param((config.hidden_size, size), dtype, device)
-
-    def load(self, loader: _Loader, prefix: str) -> None:
-        names = [f"{prefix}.gate_proj", f"{prefix}.up_proj"]
-        loader.load_matrix(self, "gate_up_weight", names, OUTPUT_DIM)
-        loader.load_matrix(self, "down_weight", [f"{prefix}.down_proj"], INPUT_DIM)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = linear(x, self.gate_up_weight).chunk(2, dim=-1)
-        return _row_parallel(F.silu(gate).mul_(up), self.down_weight, None, self.group)
+def _norm(config: ModelConfig, size: int, dtype: torch.dtype, device: torch.device) -> RMSNorm:
+    """An RMS norm of the family's kind (Gemma's scale by 1 + w)."""
+    return RMSNorm(size, config.rms_norm_eps, dtype, device, 1.0 if config.gemma else 0.0)
 
 
 class DecoderLayer(nn.Module):
@@ -234,17 +138,36 @@ class DecoderLayer(nn.Module):
         layer_index: int,
     ) -> None:
         super().__init__()
-        self.input_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
+        size = config.hidden_size
         window = config.layer_windows[layer_index] if config.layer_windows else None
+        self.local_rope = config.gemma and window is not None
+        """Whether the layer rotates with the windowed layers' RoPE (Gemma 3)."""
+        self.input_norm = _norm(config, size, dtype, device)
         self.attention = Attention(config, dtype, weight_dtype, device, group, window)
-        self.post_attention_norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
-        self.mlp = MLP(config, weight_dtype, device, group)
+        self.mlp_norm = _norm(config, size, dtype, device)
+        mixture = config.mixture
+        self.mlp: MLP | SparseMoE = (
+            SparseMoE(size, mixture, config.hidden_act, weight_dtype, device, group)
+            if mixture is not None and mixture.sparse_layers[layer_index]
+            else MLP(size, config.intermediate_size, config.hidden_act, weight_dtype, device, group)
+        )
+        # Gemma normalises the attention and MLP outputs too, before the residual add.
+        self.attention_out_norm = _norm(config, size, dtype, device) if config.gemma else None
+        self.mlp_out_norm = _norm(config, size, dtype, device) if config.gemma else None
 
-    def load(self, loader: _Loader, prefix: str) -> None:
-        loader.fill(self.input_norm.weight, f"{prefix}.input_layernorm.weight")
+    def load(self, loader: ShardLoader, prefix: str) -> None:
+        self.input_norm.load(loader, f"{prefix}.input_layernorm.weight")
         self.attention.load(loader, f"{prefix}.self_attn")
-        loader.fill(self.post_attention_norm.weight, f"{prefix}.post_attention_layernorm.weight")
-        self.mlp.load(loader, f"{prefix}.mlp")
+        if self.attention_out_norm is not None and self.mlp_out_norm is not None:
+            self.attention_out_norm.load(loader, f"{prefix}.post_attention_layernorm.weight")
+            self.mlp_norm.load(loader, f"{prefix}.pre_feedforward_layernorm.weight")
+            self.mlp_out_norm.load(loader, f"{prefix}.post_feedforward_layernorm.weight")
+        else:
+            self.mlp_norm.load(loader, f"{prefix}.post_attention_layernorm.weight")
+        if isinstance(self.mlp, SparseMoE):
+            self.mlp.load(loader, f"{prefix}.{self.mlp.mixture.layout.module}")
+        else:
+            self.mlp.load(loader, f"{prefix}.mlp")
 
     def forward(
         self,
@@ -254,12 +177,19 @@ class DecoderLayer(nn.Module):
         batch: AttentionBatch,
     ) -> torch.Tensor:
         # The residual stream is this step's own tensor: added to in place.
-        x.add_(self.attention(self.input_norm(x), rotation, kv_cache, batch))
-        return x.add_(self.mlp(self.post_attention_norm(x)))
+        attended = self.attention(self.input_norm(x), rotation, kv_cache, batch)
+        if self.attention_out_norm is not None:
+            attended = self.attention_out_norm(attended)
+        x.add_(attended)
+        mixed = self.mlp(self.mlp_norm(x))
+        if self.mlp_out_norm is not None:
+            mixed = self.mlp_out_norm(mixed)
+        return x.add_(mixed)
 
 
 class LlamaModel(nn.Module):
-    """A Llama/Mistral/Qwen2 decoder whose attention reads and writes a paged KV cache.
+    """A decoder of any supported family (Llama, Mistral, Qwen 2/3, their mixture-of-experts
+    variants, Mixtral, Gemma 3) whose attention reads and writes a paged KV cache.
 
     Activations, norms and the KV cache are in ``dtype``; the matrices (projections,
     embedding, LM head) in ``weight_dtype`` (by default the same). With a ``group`` of
@@ -279,30 +209,52 @@ class LlamaModel(nn.Module):
         super().__init__()
         if config.mlp_bias:
             raise ValueError("MLP biases are not supported")
+        if config.mixture is not None and quantization is not None:
+            raise ValueError("quantizing a mixture-of-experts model is not supported")
         self.config = config
+        self.activation_dtype = dtype
         self.quantization = quantization
         self.group = group or TensorParallelGroup(device=device)
         self.vocab_part = -(-config.vocab_size // self.group.size)
         self.vocab_start = self.group.rank * self.vocab_part
         weight_dtype = weight_dtype or dtype
-        self.embed_weight: Weight = _param(
+        self.embed_weight: Weight = parameter(
             (self.vocab_part, config.hidden_size), weight_dtype, device
         )
         self.layers = nn.ModuleList(
             DecoderLayer(config, dtype, weight_dtype, device, self.group, index)
             for index in range(config.num_layers)
         )
-        self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps, dtype, device)
+        self.norm = _norm(config, config.hidden_size, dtype, device)
+        # Gemma scales embeddings by sqrt(hidden_size), rounded to the weights' dtype as HF does.
+        self.embed_scale = (
+            float(torch.tensor(config.hidden_size**0.5, dtype=weight_dtype))
+            if config.gemma
+            else None
+        )
         # The LM head stays in the activations' dtype: bf16 logits would round away the
         # margins that greedy decisions depend on. Quantized, a tied head stays tied.
         shares_embedding = weight_dtype == dtype or quantization is not None
         self.lm_head_weight: Weight = (
             self.embed_weight
             if config.tie_word_embeddings and shares_embedding
-            else _param((self.vocab_part, config.hidden_size), dtype, device)
+            else parameter((self.vocab_part, config.hidden_size), dtype, device)
         )
         self.rotary = RotaryEmbedding(
-            config.head_dim, config.rope_theta, config.rope_scaling, max_positions, dtype, device
+            config.head_dim,
+            config.rope_theta,
+            config.rope_scaling,
+            max_positions,
+            dtype,
+            device,
+            max_position_embeddings=config.max_position_embeddings,
+        )
+        self.local_rotary = (  # Gemma 3's windowed layers: plain RoPE of their own theta
+            None
+            if config.local_rope_theta is None
+            else RotaryEmbedding(
+                config.head_dim, config.local_rope_theta, None, max_positions, dtype, device
+            )
         )
 
     @torch.inference_mode()
@@ -311,7 +263,9 @@ class LlamaModel(nn.Module):
     ) -> None:
         """Copy in this rank's part of a Hugging Face checkpoint's tensors; ``prequantized``
         reads the linear layers of a checkpoint quantized in that format."""
-        loader = _Loader(checkpoint, self.group, prequantized)
+        if prequantized is not None and self.config.mixture is not None:
+            raise ValueError("pre-quantized mixture-of-experts checkpoints are not supported")
+        loader = ShardLoader(checkpoint, self.group, prequantized)
         tied_head = self.lm_head_weight is self.embed_weight
         loader.load_matrix(self, "embed_weight", ["model.embed_tokens"], OUTPUT_DIM)
         if tied_head and self.lm_head_weight is not self.embed_weight:  # read quantized
@@ -320,7 +274,7 @@ class LlamaModel(nn.Module):
         for index, layer in enumerate(self.layers):
             cast(DecoderLayer, layer).load(loader, f"model.layers.{index}")
             self._prepare_matrices(layer.modules())
-        loader.fill(self.norm.weight, "model.norm.weight")
+        self.norm.load(loader, "model.norm.weight")
         tied = self.config.tie_word_embeddings
         head = "model.embed_tokens" if tied else "lm_head"
         if self.lm_head_weight is not self.embed_weight:
@@ -387,9 +341,14 @@ class LlamaModel(nn.Module):
     ) -> torch.Tensor:
         """Hidden states [tokens, hidden] after the final norm; K/V go into ``kv_caches``."""
         x = self._embed(input_ids)
-        rotation = self.rotary.at(positions)
+        if self.embed_scale is not None:
+            x.mul_(self.embed_scale)
+        rotation = self.rotary.at(positions, batch)
+        local_rotation = (
+            rotation if self.local_rotary is None else self.local_rotary.at(positions, batch)
+        )
         for layer, kv_cache in zip(self.layers, kv_caches, strict=True):
-            x = layer(x, rotation, kv_cache, batch)
+            x = layer(x, local_rotation if layer.local_rope else rotation, kv_cache, batch)
         return self.norm(x)
 
     def _embed(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -402,7 +361,7 @@ class LlamaModel(nn.Module):
         return self.group.all_reduce(rows.masked_fill(outside[:, None], 0.0))
 
     def _embedding_rows(self, ids: torch.Tensor) -> torch.Tensor:
-        dtype = self.rotary.cos.dtype
+        dtype = self.activation_dtype
         if isinstance(self.embed_weight, QuantizedMatrix | PanelMatrix):
             return self.embed_weight.take_rows(ids, dtype)
         return F.embedding(ids, self.embed_weight).to(dtype)
@@ -410,4 +369,6 @@ class LlamaModel(nn.Module):
     def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """fp32 logits [rows, vocab]; every rank's vocabulary part gathered."""
         logits = self.group.all_gather(linear(hidden, self.lm_head_weight).float())
-        return logits[:, : self.config.vocab_size]
+        logits = logits[:, : self.config.vocab_size]
+        cap = self.config.final_logit_softcap
+        return logits if cap is None else torch.tanh(logits / cap).mul_(cap)

@@ -76,10 +76,13 @@ class LLMEngine:
             if self.ranks is not None:
                 self.ranks.stop()
             raise
-        self.max_model_len = self._max_model_len()
         self.kv = KVCacheManager(
-            self.runner.num_blocks, self.config.block_size, self.config.enable_prefix_caching
+            self.runner.num_blocks,
+            self.config.block_size,
+            self.config.enable_prefix_caching,
+            self.model_config.bounded_window,
         )
+        self.max_model_len = self._max_model_len()
         self.scheduler = Scheduler(self.config, self.kv)
         self._faults = FaultInjector(self.config.fault_injection)
         self._requests: dict[str, Request] = {}
@@ -143,24 +146,20 @@ class LLMEngine:
             self.ranks.check()
 
     def _max_model_len(self) -> int:
+        """The configured or trained context, if one request of it fits the KV cache (a
+        model whose every layer slides a window holds only the blocks of its window)."""
         model_len = self.config.max_model_len or self.model_config.max_position_embeddings
-        window = self.model_config.narrowest_window
-        if window is not None and window < model_len:
-            logger.warning(
-                "sliding-window attention is not implemented: max_model_len capped at the "
-                "window of %d tokens, where full attention gives the same result",
-                window,
-            )
-            model_len = window
+        peak = self.kv.peak_blocks(model_len, self.config.max_num_batched_tokens)
+        if peak <= self.runner.num_blocks:
+            return model_len
         pool_len = self.runner.num_blocks * self.config.block_size
-        if pool_len < model_len:
-            logger.warning(
-                "KV cache holds %d tokens, less than the context of %d: max_model_len is %d",
-                pool_len,
-                model_len,
-                pool_len,
-            )
-        return min(model_len, pool_len)
+        logger.warning(
+            "KV cache holds %d tokens, less than the context of %d needs: max_model_len is %d",
+            pool_len,
+            model_len,
+            pool_len,
+        )
+        return pool_len
 
     def validate(self, prompt_token_ids: list[int], params: SamplingParams) -> None:
         """Raise :class:`InvalidRequest` if the request can never be served as given."""

@@ -209,16 +209,9 @@ class ModelRunner:
         return torch.tensor(values, dtype=torch.long, device=self.device)
 
     def _prefill_span(self, prefill: PrefillInput) -> PrefillSpan:
-        start = prefill.context_len - prefill.query_len
-        mask = None
-        if start > 0:
-            query_positions = torch.arange(start, prefill.context_len, device=self.device)
-            key_positions = torch.arange(prefill.context_len, device=self.device)
-            mask = key_positions[None, :] <= query_positions[:, None]
         return PrefillSpan(
             query_start=prefill.query_start,
             query_len=prefill.query_len,
             context_len=prefill.context_len,
             block_ids=self._tensor(prefill.block_ids),
-            mask=mask,
         )

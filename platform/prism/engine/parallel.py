@@ -75,11 +75,16 @@ def _check_heads_and_width(config: ModelConfig, size: int) -> None:
 
 def _split_widths(config: ModelConfig) -> dict[str, int]:
     """What tensor parallelism splits, by name: each must divide by the group size."""
-    return {
+    widths = {
         "attention heads": config.num_heads,
         "key/value heads": config.num_kv_heads,
         "MLP width (intermediate_size)": config.intermediate_size,
     }
+    if config.mixture is not None:  # every rank holds a slice of every expert
+        widths["expert width (moe_intermediate_size)"] = config.mixture.expert_size
+        if config.mixture.shared_expert_size:
+            widths["shared expert width"] = config.mixture.shared_expert_size
+    return widths
 
 
 class TensorParallelGroup:

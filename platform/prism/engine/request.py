@@ -13,6 +13,9 @@ from prism.hashing import BlockHash, extend_block_hashes
 from prism.outputs import FinishReason, TokenLogprob
 from prism.sampling_params import SamplingParams
 
+RELEASED_BLOCK = -1
+"""A block table entry whose block went back to the pool: outside every later token's window."""
+
 
 class RequestStatus(enum.Enum):
     WAITING = "waiting"
@@ -27,6 +30,9 @@ class Request:
 
     ``num_computed_tokens`` counts the leading tokens whose K/V sit in the cache;
     ``block_hashes`` holds the hash of every full block of ``token_ids`` so far.
+    ``block_ids`` is the block table, one entry per block of tokens from the first; its
+    first ``num_released_blocks`` entries are :data:`RELEASED_BLOCK` (a model whose every
+    layer slides one window gives back the blocks its next tokens no longer see).
     ``matcher`` (an llguidance matcher) holds the state of a constrained request's grammar.
     """
 
@@ -48,6 +54,7 @@ class Request:
     block_ids: list[int] = field(default_factory=list)
     block_hashes: list[BlockHash] = field(default_factory=list)
     num_registered_blocks: int = 0
+    num_released_blocks: int = 0
     status: RequestStatus = RequestStatus.WAITING
     finish_reason: FinishReason | None = None
     stop_reason: int | str | None = None
@@ -64,6 +71,11 @@ class Request:
     @property
     def num_tokens(self) -> int:
         return len(self.token_ids)
+
+    @property
+    def held_block_ids(self) -> list[int]:
+        """The blocks the request holds: its block table past the released entries."""
+        return self.block_ids[self.num_released_blocks :]
 
     @property
     def num_prompt_tokens(self) -> int:

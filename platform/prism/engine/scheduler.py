@@ -95,10 +95,10 @@ class Scheduler:
     def _schedule_waiting(self, budget: int, output: SchedulerOutput) -> None:
         while self.waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             request = self.waiting[0]
-            cached = self.kv.cached_prefix(request)
-            num_cached = len(cached) * self.kv.block_size
+            hit = self.kv.cached_prefix(request)
+            num_cached = hit.num_blocks * self.kv.block_size
             num_new = min(request.num_tokens - num_cached, budget)
-            if not self.kv.allocate(request, num_new, cached):
+            if not self.kv.allocate(request, num_new, hit):
                 break
             self.waiting.popleft()
             self.running.append(request)
@@ -123,7 +123,7 @@ class Scheduler:
         of running requests' chunked prefills (a decode step's one token does not count)."""
         pending = 0
         for request in self.waiting:
-            cached = len(self.kv.cached_prefix(request)) * self.kv.block_size
+            cached = self.kv.cached_prefix(request).num_blocks * self.kv.block_size
             pending += request.num_tokens - cached
         for request in self.running:
             remaining = request.num_tokens - request.num_computed_tokens
@@ -132,10 +132,12 @@ class Scheduler:
         return pending
 
     def commit(self, output: SchedulerOutput) -> None:
-        """Record that the step computed its chunks; cache the blocks they filled."""
+        """Record that the step computed its chunks; cache the blocks they filled and
+        release those their requests' next tokens no longer attend to."""
         for chunk in output.chunks:
             chunk.request.num_computed_tokens = chunk.start + chunk.num_tokens
             self.kv.register_computed(chunk.request)
+            self.kv.release_outside_window(chunk.request)
 
     def finish(self, request: Request, reason: FinishReason) -> None:
         """Take a request out of the queues and release its blocks."""

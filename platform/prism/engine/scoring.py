@@ -39,7 +39,12 @@ def score_tokens(engine: LLMEngine, token_ids: list[int], chunk_tokens: int) -> 
         raise ValueError(f"score 2 to {engine.max_model_len} tokens, not {len(token_ids)}")
     block_size = engine.config.block_size
     pool = engine.kv.pool
-    blocks = pool.allocate(blocks_for(len(token_ids), block_size))
+    needed = blocks_for(len(token_ids), block_size)
+    if needed > pool.num_free:  # a windowed model's context can exceed the pool
+        raise ValueError(
+            f"{len(token_ids)} tokens need {needed} KV blocks; {pool.num_free} are free"
+        )
+    blocks = pool.allocate(needed)
     logprobs, top_ids = [], []
     try:
         for start in range(0, len(token_ids) - 1, chunk_tokens):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from prism.engine.kv_cache_manager import blocks_for
 from prism.engine.scheduler import ScheduledChunk
 
 
@@ -17,7 +18,11 @@ def packing_order(chunks: list[ScheduledChunk]) -> list[ScheduledChunk]:
 
 @dataclass(frozen=True, slots=True)
 class PrefillInput:
-    """A prefill chunk: its rows in the packed batch and the blocks of its context."""
+    """A prefill chunk: its rows in the packed batch and the blocks of its context.
+
+    Its ``context_len`` keys fill ``block_ids`` from the first slot; its queries are the
+    last ``query_len`` of them.
+    """
 
     query_start: int
     query_len: int
@@ -29,8 +34,10 @@ class PrefillInput:
 class StepInput:
     """The packed tokens of one step: decodes first, then prefill chunks.
 
-    ``decode_tables`` holds each decode's block table, padded to one width with block 0
-    (masked out by ``decode_context_lens``).
+    A chunk's keys start at its request's first held block: the released ones before it
+    lie outside every layer's window (see :class:`~prism.engine.request.Request`).
+    ``decode_tables`` holds each decode's blocks, padded to one width with block 0 (masked
+    out by ``decode_context_lens``, the keys each decode reads).
     """
 
     token_ids: list[int] = field(default_factory=list)
@@ -48,27 +55,27 @@ class StepInput:
         for chunk in packing_order(chunks):
             request = chunk.request
             end = chunk.start + chunk.num_tokens
-            blocks = request.block_ids
-            if chunk.num_tokens > 1:
-                used = blocks[: -(-end // block_size)]
+            first = request.num_released_blocks
+            table = request.block_ids[first : blocks_for(end, block_size)]
+            num_keys = end - first * block_size
+            if chunk.num_tokens == 1:
+                step.decode_context_lens.append(num_keys)
+                step.decode_tables.append(table)
+            else:
                 step.prefills.append(
-                    PrefillInput(len(step.token_ids), chunk.num_tokens, end, list(used))
+                    PrefillInput(len(step.token_ids), chunk.num_tokens, num_keys, table)
                 )
             step.token_ids.extend(request.token_ids[chunk.start : end])
             step.positions.extend(range(chunk.start, end))
             step.slots.extend(
-                blocks[pos // block_size] * block_size + pos % block_size
+                request.block_ids[pos // block_size] * block_size + pos % block_size
                 for pos in range(chunk.start, end)
             )
             if chunk.samples:
                 step.sample_rows.append(len(step.token_ids) - 1)
-        decodes = [chunk for chunk in chunks if chunk.num_tokens == 1]
-        if decodes:
-            step.decode_context_lens = [chunk.start + 1 for chunk in decodes]
-            width = -(-max(step.decode_context_lens) // block_size)
-            for chunk in decodes:
-                table = chunk.request.block_ids[:width]
-                step.decode_tables.append(table + [0] * (width - len(table)))
+        width = max((len(table) for table in step.decode_tables), default=0)
+        for table in step.decode_tables:
+            table.extend([0] * (width - len(table)))
         return step
 
     @property

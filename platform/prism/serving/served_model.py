@@ -23,10 +23,9 @@ from prism.serving.tools import Tool, template_inputs
 
 
 def context_length(settings: ModelSettings, config: ModelConfig) -> int:
-    """The longest context the model's replicas may allow: the configured or trained one,
-    no longer than a sliding window (a replica may allow less: its KV cache can hold less)."""
-    length = settings.engine.max_model_len or config.max_position_embeddings
-    return min(length, config.narrowest_window or length)
+    """The longest context the model's replicas may allow: the configured or trained one
+    (a replica may allow less: its KV cache can hold less)."""
+    return settings.engine.max_model_len or config.max_position_embeddings
 
 
 def tenant_cache_salt(tenant: Tenant | None, cache_salt: str | None) -> str | None:

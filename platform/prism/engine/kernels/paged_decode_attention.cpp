@@ -33,28 +33,33 @@ struct Shape {
   int64_t table_width;
 };
 
-// Calls visit(t, row) for each of a sequence's first `length` cached rows, in order,
-// following its block table.
+// Calls visit(t, row) for each of a sequence's cached rows `first`..`end - 1`, in order,
+// following its block table; t counts from 0 at row `first`.
 template <typename Cache, typename Visit>
-void for_each_row(const Cache* cache, const int64_t* table, int64_t length, const Shape& shape,
-                  Visit visit) {
+void for_each_row(const Cache* cache, const int64_t* table, int64_t first, int64_t end,
+                  const Shape& shape, Visit visit) {
   const int64_t block_size = shape.block_size;
-  for (int64_t start = 0; start < length; start += block_size) {
+  for (int64_t start = first - first % block_size; start < end; start += block_size) {
     const Cache* block = cache + table[start / block_size] * block_size * shape.head_dim;
-    const int64_t rows = std::min(block_size, length - start);
-    for (int64_t row = 0; row < rows; ++row) visit(start + row, block + row * shape.head_dim);
+    const int64_t begin = std::max(first - start, int64_t{0});
+    const int64_t rows = std::min(block_size, end - start);
+    for (int64_t row = begin; row < rows; ++row) {
+      visit(start + row - first, block + row * shape.head_dim);
+    }
   }
 }
 
 // Attention of one sequence's query heads that share one KV head, whose cache rows start at
-// `keys` and `values`.
-// `scores` holds [group, length] floats.
+// `keys` and `values`, over the sequence's rows `first`..`end - 1`.
+// `scores` holds [group, end - first] floats.
 template <typename Cache>
 void attend(const float* query, const Cache* keys, const Cache* values, const int64_t* table,
-            int64_t length, const Shape& shape, float scale, float* scores, float* out) {
+            int64_t first, int64_t end, const Shape& shape, float scale, float* scores,
+            float* out) {
   const int64_t group = shape.num_heads / shape.num_kv_heads;
   const int64_t dim = shape.head_dim;
-  for_each_row(keys, table, length, shape, [&](int64_t t, const Cache* key) {
+  const int64_t length = end - first;
+  for_each_row(keys, table, first, end, shape, [&](int64_t t, const Cache* key) {
     for (int64_t head = 0; head < group; ++head) {
       const float* q = query + head * dim;
       float dot = 0.0f;
@@ -78,7 +83,7 @@ void attend(const float* query, const Cache* keys, const Cache* values, const in
     for (int64_t t = 0; t < length; ++t) row[t] *= inverse;
   }
   std::memset(out, 0, sizeof(float) * group * dim);
-  for_each_row(values, table, length, shape, [&](int64_t t, const Cache* value) {
+  for_each_row(values, table, first, end, shape, [&](int64_t t, const Cache* value) {
     for (int64_t head = 0; head < group; ++head) {
       const float weight = scores[head * length + t];
       float* o = out + head * dim;
@@ -88,13 +93,16 @@ void attend(const float* query, const Cache* keys, const Cache* values, const in
   });
 }
 
-// Whether every block a sequence reads is inside the cache: 0 if so, else -1.
-int check_tables(const int64_t* tables, const int64_t* context_lens, const Shape& shape) {
+// Whether every sequence reads a non-empty run of rows whose blocks are all inside the cache:
+// 0 if so, else -1. Blocks before a sequence's first row are never read, nor checked.
+int check_tables(const int64_t* tables, const int64_t* context_starts,
+                 const int64_t* context_lens, const Shape& shape) {
   for (int64_t seq = 0; seq < shape.num_seqs; ++seq) {
+    const int64_t first = context_starts[seq];
     const int64_t length = context_lens[seq];
-    if (length < 1 || length > shape.table_width * shape.block_size) return -1;
+    if (first < 0 || length <= first || length > shape.table_width * shape.block_size) return -1;
     const int64_t used = (length + shape.block_size - 1) / shape.block_size;
-    for (int64_t i = 0; i < used; ++i) {
+    for (int64_t i = first / shape.block_size; i < used; ++i) {
       const int64_t block = tables[seq * shape.table_width + i];
       if (block < 0 || block >= shape.num_blocks) return -1;
     }
@@ -104,10 +112,11 @@ int check_tables(const int64_t* tables, const int64_t* context_lens, const Shape
 
 template <typename Cache>
 int decode_attention(const float* query, const Cache* k_cache, const Cache* v_cache,
-                     const int64_t* tables, const int64_t* context_lens, float* out,
-                     const Shape& shape, float scale, int num_threads) {
+                     const int64_t* tables, const int64_t* context_starts,
+                     const int64_t* context_lens, float* out, const Shape& shape, float scale,
+                     int num_threads) {
   if (shape.num_kv_heads < 1 || shape.num_heads % shape.num_kv_heads != 0) return -1;
-  if (check_tables(tables, context_lens, shape) != 0) return -1;
+  if (check_tables(tables, context_starts, context_lens, shape) != 0) return -1;
   const int64_t group = shape.num_heads / shape.num_kv_heads;
   const int64_t dim = shape.head_dim;
   const int64_t head_stride = shape.num_blocks * shape.block_size * dim;
@@ -117,12 +126,14 @@ int decode_attention(const float* query, const Cache* k_cache, const Cache* v_ca
 #pragma omp for collapse(2) schedule(dynamic)
     for (int64_t seq = 0; seq < shape.num_seqs; ++seq) {
       for (int64_t kv_head = 0; kv_head < shape.num_kv_heads; ++kv_head) {
-        const int64_t length = context_lens[seq];
+        const int64_t first = context_starts[seq];
+        const int64_t end = context_lens[seq];
+        const int64_t length = end - first;
         if (static_cast<int64_t>(scores.size()) < group * length) scores.resize(group * length);
         const int64_t first_head = seq * shape.num_heads + kv_head * group;
         attend(query + first_head * dim, k_cache + kv_head * head_stride,
-               v_cache + kv_head * head_stride, tables + seq * shape.table_width, length, shape,
-               scale, scores.data(), out + first_head * dim);
+               v_cache + kv_head * head_stride, tables + seq * shape.table_width, first, end,
+               shape, scale, scores.data(), out + first_head * dim);
       }
     }
   }
@@ -134,30 +145,33 @@ int decode_attention(const float* query, const Cache* k_cache, const Cache* v_ca
 extern "C" {
 
 // query, out: [seqs, heads, dim] fp32. k_cache, v_cache: [kv_heads, blocks, block_size, dim],
-// fp32 (`*_f32`) or bf16 (`*_bf16`). tables: [seqs, table_width] block ids. context_lens:
-// [seqs] tokens each sequence attends to. All contiguous. Returns 0, or -1 on a bad shape,
-// length or block id (nothing is read out of bounds).
+// fp32 (`*_f32`) or bf16 (`*_bf16`). tables: [seqs, table_width] block ids. Sequence i
+// attends to its rows context_starts[i]..context_lens[i] - 1 (a sliding window starts past
+// row 0). All contiguous. Returns 0, or -1 on a bad shape, range or block id (nothing is read
+// out of bounds).
 int prism_decode_attention_f32(const float* query, const float* k_cache, const float* v_cache,
-                               const int64_t* tables, const int64_t* context_lens, float* out,
-                               int64_t num_seqs, int64_t num_heads, int64_t num_kv_heads,
-                               int64_t head_dim, int64_t num_blocks, int64_t block_size,
-                               int64_t table_width, float scale, int num_threads) {
+                               const int64_t* tables, const int64_t* context_starts,
+                               const int64_t* context_lens, float* out, int64_t num_seqs,
+                               int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
+                               int64_t num_blocks, int64_t block_size, int64_t table_width,
+                               float scale, int num_threads) {
   const Shape shape{num_seqs, num_heads, num_kv_heads, head_dim, num_blocks, block_size,
                     table_width};
-  return decode_attention(query, k_cache, v_cache, tables, context_lens, out, shape, scale,
-                          num_threads);
+  return decode_attention(query, k_cache, v_cache, tables, context_starts, context_lens, out,
+                          shape, scale, num_threads);
 }
 
 int prism_decode_attention_bf16(const float* query, const uint16_t* k_cache,
                                 const uint16_t* v_cache, const int64_t* tables,
-                                const int64_t* context_lens, float* out, int64_t num_seqs,
-                                int64_t num_heads, int64_t num_kv_heads, int64_t head_dim,
-                                int64_t num_blocks, int64_t block_size, int64_t table_width,
-                                float scale, int num_threads) {
+                                const int64_t* context_starts, const int64_t* context_lens,
+                                float* out, int64_t num_seqs, int64_t num_heads,
+                                int64_t num_kv_heads, int64_t head_dim, int64_t num_blocks,
+                                int64_t block_size, int64_t table_width, float scale,
+                                int num_threads) {
   const Shape shape{num_seqs, num_heads, num_kv_heads, head_dim, num_blocks, block_size,
                     table_width};
-  return decode_attention(query, k_cache, v_cache, tables, context_lens, out, shape, scale,
-                          num_threads);
+  return decode_attention(query, k_cache, v_cache, tables, context_starts, context_lens, out,
+                          shape, scale, num_threads);
 }
 
 }  // extern "C"
