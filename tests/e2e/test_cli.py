@@ -113,7 +113,7 @@ def test_convert_prints_the_folder_replicas_load_and_refuses_unknown_sources(
     tmp_path: Path,
 ) -> None:
     converted = run_prism("convert")
-    missing = run_prism("convert", str(tmp_path / "no-such-model"))
+    missing = run_prism("convert", "--model", str(tmp_path / "no-such-model"))
 
     assert converted.returncode == 0, converted.stderr
     folder = Path(converted.stdout.strip())

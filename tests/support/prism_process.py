@@ -42,10 +42,12 @@ class ServedPlatform:
         return self.process.returncode
 
 
-def single_replica_profile(folder: Path) -> Path:
-    """The default profile with one replica and free ports, so tests never clash."""
-    profile = yaml.safe_load(DEFAULT_PROFILE.read_text())
-    profile["models"][0]["replicas"] = 1
+def single_replica_profile(folder: Path, source: Path = DEFAULT_PROFILE) -> Path:
+    """A profile (default: the default one) with one replica of each model and free ports, so
+    tests never clash."""
+    profile = yaml.safe_load(source.read_text())
+    for model in profile["models"]:
+        model["replicas"] = 1
     profile["http"]["port"] = free_port()
     profile["grpc"]["port"] = free_port()
     profile["grpc"]["allow_unauthenticated"] = True  # the tests call gRPC without a key

@@ -201,15 +201,6 @@ def test_resolve_model_rejects_a_folder_without_safetensors(tmp_path: Path) -> N
         resolve_model(str(folder))
 
 
-def test_default_model_without_its_package_tells_how_to_install_it(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(registry, "_EMBEDDED_PACKAGE", "prism_no_such_package")
-
-    with pytest.raises(ModelNotFound, match="make setup"):
-        resolve_model(DEFAULT_MODEL_ID)
-
-
 def test_cache_dir_honours_prism_cache_dir_then_xdg(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -230,7 +221,7 @@ def test_gguf_file_is_converted_once_per_name_size_and_mtime(
     folder, _ = tiny_llama
     converted: list[Path] = []
 
-    def fake_convert(gguf_path: Path, out_dir: Path) -> Path:
+    def fake_convert(gguf_path: Path, out_dir: Path, chat_template: str | None) -> Path:
         converted.append(out_dir)
         shutil.copytree(folder, out_dir)
         return out_dir

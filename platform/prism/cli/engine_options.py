@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, get_args
 
-from prism.cli.options import at_least
+from prism.cli.options import add_model_source, at_least
 from prism.config import EngineSettings
 
 if TYPE_CHECKING:
@@ -62,11 +62,7 @@ def quantization_settings(args: argparse.Namespace) -> dict[str, object]:
 def engine_options() -> argparse.ArgumentParser:
     """Options of commands that run an engine in this process."""
     options = argparse.ArgumentParser(add_help=False)
-    options.add_argument(
-        "--model",
-        metavar="SRC",
-        help="model id, HF model folder or .gguf file (default: the embedded SmolLM2-135M)",
-    )
+    add_model_source(options)
     options.add_argument(
         "--device",
         type=device_type,

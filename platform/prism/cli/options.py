@@ -43,6 +43,16 @@ def common_options() -> argparse.ArgumentParser:
     return options
 
 
+def add_model_source(parser: argparse.ArgumentParser) -> None:
+    """``--model SRC``: the model a command loads in this process (absent: the default)."""
+    parser.add_argument(
+        "--model",
+        metavar="SRC",
+        help="an embedded model's id, an HF model folder or a .gguf file "
+        "(default: the embedded SmolLM2-135M)",
+    )
+
+
 def server_options() -> argparse.ArgumentParser:
     """Options of commands that talk to a running server."""
     options = argparse.ArgumentParser(add_help=False)

@@ -12,8 +12,10 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from prism.errors import InvalidRequest, ModelNotFound
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
+def convert_gguf(gguf_path: Path, out_dir: Path, chat_template: str | None = None) -> Path:
     """Dequantize ``gguf_path`` and write model, tokenizer and generation config to ``out_dir``.
+
+    ``chat_template``, if given, becomes the tokenizer's (a pretrained model's GGUF has none).
 
     The folder is built next to ``out_dir`` and renamed into place, so an interrupted
     conversion never leaves a partial ``out_dir``; a complete ``out_dir`` that appeared
@@ -26,7 +28,7 @@ def convert_gguf(gguf_path: Path, out_dir: Path) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     staging.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary cache folder
     try:
-        _write_hf_folder(gguf_path, staging)
+        _write_hf_folder(gguf_path, staging, chat_template)
         _publish(staging, out_dir)
     except ValueError as exc:  # not a GGUF, or an architecture transformers cannot read
         raise InvalidRequest(f"cannot convert {gguf_path}: {exc}") from exc
@@ -44,9 +46,11 @@ def _publish(staging: Path, out_dir: Path) -> None:
             raise
 
 
-def _write_hf_folder(gguf_path: Path, folder: Path) -> None:
+def _write_hf_folder(gguf_path: Path, folder: Path, chat_template: str | None) -> None:
     directory, name = gguf_path.parent, gguf_path.name
     tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=name, local_files_only=True)
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
     dequantized_model(gguf_path).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
 

