@@ -3,28 +3,12 @@
 from __future__ import annotations
 
 from prism.engine.kv_cache_manager import NO_HIT, KVCacheManager, PrefixHit
-from prism.engine.request import Request
 from prism.kv_events import BlocksStored
-from support.engine_requests import BLOCK_SIZE, engine_request
+from support.engine_requests import BLOCK_SIZE, cached_request, compute, engine_request
 
 
 def make_kv(num_blocks: int, enable_prefix_caching: bool = True) -> KVCacheManager:
     return KVCacheManager(num_blocks, BLOCK_SIZE, enable_prefix_caching)
-
-
-def compute(kv: KVCacheManager, request: Request, num_tokens: int) -> None:
-    """Give the request blocks for ``num_tokens`` more tokens and mark them computed."""
-    assert kv.allocate(request, num_tokens)
-    request.num_computed_tokens += num_tokens
-    kv.register_computed(request)
-
-
-def cached_request(kv: KVCacheManager, prompt: list[int]) -> Request:
-    """A finished request whose complete blocks stay in the prefix cache."""
-    request = engine_request("done", prompt)
-    compute(kv, request, len(prompt))
-    kv.free(request)
-    return request
 
 
 def test_the_block_table_grows_only_when_a_token_starts_a_new_block() -> None:

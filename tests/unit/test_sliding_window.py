@@ -25,8 +25,8 @@ from prism.engine.attention import (
     paged_attention,
 )
 from prism.engine.kv_cache_manager import NO_HIT, KVCacheManager, PrefixHit
-from prism.engine.request import RELEASED_BLOCK, Request
-from support.engine_requests import engine_request
+from prism.engine.request import RELEASED_BLOCK
+from support.engine_requests import cached_request, commit, compute, engine_request
 from support.engines import engine_config, run_staggered
 from support.models import TINY_SHAPE, ReferenceModel, random_prompts
 from support.parity import assert_batch_parity, assert_greedy_parity
@@ -199,25 +199,6 @@ def windowed_kv(num_blocks: int = 16, window: int | None = SMALL_WINDOW) -> KVCa
     return KVCacheManager(num_blocks, BLOCK_SIZE, True, window)
 
 
-def commit(kv: KVCacheManager, request: Request, num_tokens: int) -> None:
-    """Mark ``num_tokens`` more tokens computed, as the scheduler commits a step."""
-    request.num_computed_tokens += num_tokens
-    kv.register_computed(request)
-    kv.release_outside_window(request)
-
-
-def compute(kv: KVCacheManager, request: Request, num_tokens: int) -> None:
-    assert kv.allocate(request, num_tokens)
-    commit(kv, request, num_tokens)
-
-
-def finished_request(kv: KVCacheManager, prompt: list[int]) -> Request:
-    request = engine_request("done", prompt)
-    compute(kv, request, len(prompt))
-    kv.free(request)
-    return request
-
-
 def test_blocks_before_the_next_tokens_window_are_released_and_stay_cached() -> None:
     kv = windowed_kv()
     request = engine_request("r", list(range(18)))
@@ -258,7 +239,7 @@ def test_without_a_window_nothing_is_released() -> None:
 
 def test_a_windowed_hit_holds_only_the_blocks_its_first_new_token_sees() -> None:
     kv = windowed_kv()
-    done = finished_request(kv, list(range(20)))
+    done = cached_request(kv, list(range(20)))
     again = engine_request("again", [*range(20), 50, 51])
     in_window = tuple(kv.pool.lookup(h) for h in done.block_hashes[3:5])
 
@@ -276,7 +257,7 @@ def test_a_windowed_hit_holds_only_the_blocks_its_first_new_token_sees() -> None
 def test_released_blocks_are_evicted_first_and_a_windowed_hit_needs_none_of_them() -> None:
     kv = windowed_kv()
     prompt = list(range(20))
-    done = finished_request(kv, prompt)
+    done = cached_request(kv, prompt)
     leading = [kv.pool.lookup(h) for h in done.block_hashes[:3]]
 
     taken = kv.pool.allocate(14)  # the 11 untouched blocks, then the 3 released first
@@ -290,7 +271,7 @@ def test_released_blocks_are_evicted_first_and_a_windowed_hit_needs_none_of_them
 def test_without_a_window_a_hit_needs_every_leading_block() -> None:
     kv = windowed_kv(window=None)
     prompt = list(range(20))
-    done = finished_request(kv, prompt)
+    done = cached_request(kv, prompt)
     tail = [kv.pool.lookup(h) for h in done.block_hashes[3:5]]
     kv.pool.clear_cache()
     kv.pool.register(tail, done.block_hashes[3:5])  # as if the leading blocks were evicted
@@ -300,7 +281,7 @@ def test_without_a_window_a_hit_needs_every_leading_block() -> None:
 
 def test_a_windowed_hit_ends_where_the_prompts_part() -> None:
     kv = windowed_kv()
-    done = finished_request(kv, list(range(20)))
+    done = cached_request(kv, list(range(20)))
     parted = engine_request("parted", [*range(16), *range(90, 98)])
 
     hit = kv.cached_prefix(parted)  # token 16 sees tokens 11..16: blocks 2 and 3
