@@ -337,3 +337,55 @@ def test_sliding_window_is_kept_only_where_the_model_uses_it(tmp_path: Path) -> 
 
     assert ModelConfig.from_folder(mistral).layer_windows == (4096, 4096)
     assert ModelConfig.from_folder(qwen).layer_windows == (None, None)
+
+
+def test_older_gemma3_and_qwen_moe_configs_read_like_newer_ones(tmp_path: Path) -> None:
+    gemma = write_config(
+        tmp_path / "gemma",
+        TINY_SHAPE
+        | {
+            "architectures": ["Gemma3ForCausalLM"],
+            "num_hidden_layers": 7,
+            "sliding_window": 512,
+            "sliding_window_pattern": 6,
+            "rope_theta": 1_000_000.0,
+            "rope_local_base_freq": 10_000.0,
+            "rope_scaling": {"rope_type": "linear", "factor": 8.0},
+            "hidden_activation": "gelu_pytorch_tanh",
+        },
+    )
+    moe = write_config(
+        tmp_path / "moe",
+        TINY_SHAPE
+        | {
+            "architectures": ["Qwen3MoeForCausalLM"],
+            "num_experts": 8,
+            "num_experts_per_tok": 2,
+            "moe_intermediate_size": 32,
+            "norm_topk_prob": True,
+            "decoder_sparse_step": 2,
+        },
+    )
+
+    config = ModelConfig.from_folder(gemma)
+    assert config.layer_windows == (512,) * 5 + (None, 512)
+    assert (config.rope_theta, config.local_rope_theta) == (1_000_000.0, 10_000.0)
+    assert config.rope_scaling == {"rope_type": "linear", "factor": 8.0}
+    mixture = ModelConfig.from_folder(moe).mixture
+    assert mixture is not None and mixture.num_experts == 8 and mixture.normalize_weights
+    assert mixture.sparse_layers == (False, True)
+
+
+def test_attention_soft_capping_and_unknown_activations_are_refused(tmp_path: Path) -> None:
+    gemma2_like = write_config(
+        tmp_path / "g",
+        TINY_SHAPE | {"architectures": ["Gemma3ForCausalLM"], "attn_logit_softcapping": 50.0},
+    )
+    relu = write_config(
+        tmp_path / "r", TINY_SHAPE | {"architectures": ["LlamaForCausalLM"], "hidden_act": "relu"}
+    )
+
+    with pytest.raises(InvalidRequest, match="soft-capping"):
+        ModelConfig.from_folder(gemma2_like)
+    with pytest.raises(InvalidRequest, match="activation 'relu'"):
+        ModelConfig.from_folder(relu)
