@@ -154,18 +154,19 @@ def test_constraints_hold_over_grpc_as_over_http(
     assert text in ("Paris", "Rome") and last.finish_reason == pb.FINISH_REASON_STOP
 
 
-def test_health_reports_serving_and_refuses_unknown_services(
+def test_health_reports_the_api_and_each_model_and_refuses_unknown_services(
     channel: grpc.Channel, platform: Platform
 ) -> None:
     health = health_pb2_grpc.HealthStub(channel)
     metadata = (platform.grpc_metadata[0],)  # probes send no API key
 
-    for service in ("", "prism.v1.Generation"):
+    for service in ("", "prism.v1.Generation", f"prism.v1.Generation/{MODEL_ID}"):
         reply = health.Check(health_pb2.HealthCheckRequest(service=service), metadata=metadata)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
-    with pytest.raises(grpc.RpcError) as refused:
-        health.Check(health_pb2.HealthCheckRequest(service="nope.Service"), metadata=metadata)
-    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    for unknown in ("nope.Service", "prism.v1.Generation/no-such-model", MODEL_ID):
+        with pytest.raises(grpc.RpcError) as refused:
+            health.Check(health_pb2.HealthCheckRequest(service=unknown), metadata=metadata)
+        assert refused.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 def test_reflection_lists_the_services(channel: grpc.Channel) -> None:

@@ -3,11 +3,14 @@
 Serve's gRPC proxy hands each call to the Ingress method named like the RPC, so both
 protocols share one tokenizer, one validation (the HTTP API's request models) and one router.
 Errors get their gRPC status code from the same mapping as the HTTP statuses.
+
+Health services: ``""`` and ``prism.v1.Generation`` are the API itself, serving whenever an
+ingress replica answers; ``prism.v1.Generation/<model id>`` is one model, serving while it
+has a live replica (:mod:`prism.serving.model_health`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +29,7 @@ from prism.serving.admission import Admission
 from prism.serving.auth import Tenant
 from prism.serving.errors import grpc_code, to_api_error
 from prism.serving.fanout import Choice, cancel, chunks_in_arrival_order, run_to_end
+from prism.serving.model_health import ModelMonitor
 from prism.serving.protocol import ChatCompletionRequest, CompletionRequest, invalid_fields
 from prism.serving.served_model import ServedModel
 
@@ -37,7 +41,6 @@ GRPC_SERVICERS = [
 ]
 """What Serve's gRPC proxy registers (``gRPCOptions.grpc_servicer_functions``)."""
 GENERATION_SERVICE = "prism.v1.Generation"
-HEALTH_PROBE_TIMEOUT_S = 2.0
 
 _OPTIONAL = ("max_tokens", "temperature", "top_p", "seed", "repetition_penalty")
 _PLAIN = ("top_k", "min_p", "presence_penalty", "frequency_penalty", "min_tokens", "ignore_eos")
@@ -91,6 +94,16 @@ def sampling_fields(sampling: pb.SamplingParameters) -> dict[str, Any]:
     return fields
 
 
+def model_of_service(service: str) -> str | None:
+    """The model id a health service names (None: the service names no model)."""
+    prefix, _, model_id = service.partition("/")
+    return model_id if prefix == GENERATION_SERVICE and model_id else None
+
+
+def _health(serving: bool) -> health_pb2.HealthCheckResponse:
+    return health_pb2.HealthCheckResponse(status=_SERVING if serving else _NOT_SERVING)
+
+
 def _validated(model: type[Body], fields: dict[str, Any]) -> Body:
     try:
         return model.model_validate(fields)
@@ -131,8 +144,8 @@ async def _responses(choice: Choice) -> AsyncIterator[pb.GenerateResponse]:
 
 
 class GenerationRPCs:
-    """The RPC methods of the Ingress (which provides ``models``, ``admission`` and
-    ``_model``).
+    """The RPC methods of the Ingress (which provides ``models``, ``admission``,
+    ``model_health`` and ``_model``).
 
     A call passes the HTTP API's admission: its API key (``authorization`` metadata), the
     size limit on its message and its tenant's limit on calls in flight (a stream holds
@@ -142,6 +155,7 @@ class GenerationRPCs:
 
     models: dict[str, ServedModel]
     admission: Admission
+    model_health: ModelMonitor
     _model: Callable[[str], ServedModel]
 
     async def Generate(
@@ -193,12 +207,17 @@ class GenerationRPCs:
     async def Check(
         self, request: health_pb2.HealthCheckRequest, grpc_context: RayServegRPCContext
     ) -> health_pb2.HealthCheckResponse:
-        """SERVING while every model has a replica that answers; no API key needed."""
+        """The API (``""``, ``prism.v1.Generation``) is SERVING whenever this answers; a
+        model (``prism.v1.Generation/<model id>``) while it has a live replica. No API key
+        needed; any other service is NOT_FOUND."""
         with _rpc_status(grpc_context):
-            if request.service not in ("", GENERATION_SERVICE):
+            if request.service in ("", GENERATION_SERVICE):
+                return _health(True)
+            model_id = model_of_service(request.service)
+            health = None if model_id is None else (await self.model_health.current()).get(model_id)
+            if health is None:
                 raise NotFound(f"unknown service {request.service!r}")
-            answers = await asyncio.gather(*(_answers(m) for m in self.models.values()))
-            return health_pb2.HealthCheckResponse(status=_SERVING if all(answers) else _NOT_SERVING)
+            return _health(health.available)
 
     async def _start_completion(self, request: pb.GenerateRequest, tenant: Tenant | None) -> Choice:
         fields = {"model": request.model, "prompt": _prompt(request)}
@@ -242,14 +261,3 @@ async def _start_one(
         tenant=tenant,
     )
     return choice
-
-
-async def _answers(model: ServedModel) -> bool:
-    """True if one of the model's replicas answers a stats call within the probe timeout."""
-    response = model.handle.stats.remote()
-    try:
-        await asyncio.wait_for(asyncio.ensure_future(response), HEALTH_PROBE_TIMEOUT_S)
-    except Exception:
-        response.cancel()
-        return False
-    return True

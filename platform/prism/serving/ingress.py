@@ -27,6 +27,7 @@ from prism.serving.errors import APIError, to_api_error
 from prism.serving.grpc_service import GenerationRPCs
 from prism.serving.headers import SESSION_HEADER
 from prism.serving.http_middleware import APIMiddleware
+from prism.serving.model_health import ModelMonitor, health_report
 from prism.serving.protocol import ChatCompletionRequest, CompletionRequest, invalid_fields
 from prism.serving.responses import ResponseBuilder, streaming_response, whole_response_headers
 from prism.serving.served_model import ServedModel
@@ -100,6 +101,8 @@ class Ingress(GenerationRPCs):
         }
         for served in self.models.values():
             served.prepare()
+        self.model_health = ModelMonitor({m.id: m.handle for m in self.models.values()})
+        self.model_health.start()
         api_keys = read_api_keys(http)
         self.admission = Admission(api_keys, http.max_request_bytes)
         self.sse_ping_interval_s = http.sse_ping_interval_s
@@ -118,7 +121,10 @@ class Ingress(GenerationRPCs):
 
     @app.get("/health")
     async def health(self) -> JSONResponse:
-        return JSONResponse({"status": "ok", "models": sorted(self.models)})
+        """Each model's live replicas; 200 while any model is available, else 503."""
+        models = await self.model_health.current()
+        status_code, body = health_report(list(models.values()))
+        return JSONResponse(body, status_code=status_code)
 
     @app.get("/v1/models")
     async def list_models(self) -> JSONResponse:

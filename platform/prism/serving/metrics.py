@@ -1,7 +1,8 @@
 """Prism's metrics, exported through Ray (Ray dashboard, Prometheus with a ``ray_`` prefix).
 
 Engine gauges are refreshed from the engine's stats; request latencies and token counts are
-recorded as each request finishes, as the replica saw them (queueing included).
+recorded as each request finishes, as the replica saw them (queueing included). The ingress
+counts requests, errors and each model's live replicas.
 """
 
 from __future__ import annotations
@@ -134,3 +135,17 @@ class IngressMetrics:
         self.requests.inc(tags={"endpoint": endpoint, "status": str(status)})
         if error_type is not None:
             self.errors.inc(tags={"endpoint": endpoint, "type": error_type})
+
+
+class ModelHealthMetrics:
+    """Each model's live replicas, as an ingress replica last counted them."""
+
+    def __init__(self) -> None:
+        self.live_replicas = Gauge(
+            "prism_model_live_replicas",
+            "Running replicas of the model, as Serve's controller counts them (0: unavailable).",
+            _MODEL,
+        )
+
+    def observe(self, model_id: str, live_replicas: int) -> None:
+        self.live_replicas.set(live_replicas, tags={"model": model_id})
