@@ -22,10 +22,17 @@ QT_BIN    := $(QT_VENV)/bin
 QT_STAMP  := $(QT_VENV)/.prism-setup
 QT_REQS   := tests/quantization-tools/requirements.txt
 QT_NODEPS := tests/quantization-tools/requirements-no-deps.txt
+# checkov, the static checks of the rendered chart and the kustomize builds that
+# tests/k8s/test_security.py runs. Its pins (packaging<24, networkx<2.7) conflict with the main
+# venv's, so it gets a venv of its own, inside $(VENV). Creating and installing are idempotent:
+# a changed pin installs over the old one.
+CHECKOV         := checkov==3.3.30
+CHECKOV_VENV    := $(VENV)/checkov
+CHECKOV_STAMP   := $(CHECKOV_VENV)/.prism-setup
 
-.PHONY: setup venv quant-tools serve test test-unit lint format chart-schema bench-engine clean
+.PHONY: setup venv quant-tools checkov serve test test-unit lint format chart-schema bench-engine clean
 
-setup: $(STAMP) $(MODELS_STAMP) $(K8S_TOOLS) $(QT_STAMP)
+setup: $(STAMP) $(MODELS_STAMP) $(K8S_TOOLS) $(QT_STAMP) $(CHECKOV_STAMP)
 
 $(STAMP): pyproject.toml setup.py $(PROTOS)
 	@$(MAKE) --no-print-directory venv
@@ -69,6 +76,16 @@ $(QT_STAMP): $(QT_REQS) $(QT_NODEPS) | $(STAMP)
 	$(QT_BIN)/python -c 'import torch; assert torch.version.cuda is None, torch.__version__'
 	@touch $(QT_STAMP)
 
+checkov: $(CHECKOV_STAMP)
+
+# After the main venv (order only), like the quantization tools' venv.
+$(CHECKOV_STAMP): Makefile | $(STAMP)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install -q '$(CHECKOV)'
+	$(CHECKOV_VENV)/bin/checkov --version
+	@touch $(CHECKOV_STAMP)
+
 serve: setup
 	$(BIN)/prism serve
 
@@ -79,12 +96,14 @@ test: lint test-unit
 test-unit: setup
 	$(BIN)/python -m pytest -q tests/unit
 
-# ruff, the layers (.importlinter) and the types (pyrightconfig.json).
+# ruff, the layers (.importlinter), the types (pyrightconfig.json) and the Dockerfile (hadolint,
+# at the threshold tests/k8s/test_image.py holds it to).
 lint: setup
 	$(BIN)/ruff check platform tests
 	$(BIN)/ruff format --check platform tests
 	$(BIN)/lint-imports --no-logo
 	$(BIN)/pyright
+	$(BIN)/hadolint --failure-threshold info Dockerfile
 
 format: setup
 	$(BIN)/ruff format platform tests

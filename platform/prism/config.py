@@ -192,6 +192,9 @@ class HTTPSettings(_Section):
     they end); more get HTTP 429 / RESOURCE_EXHAUSTED. None: no limit."""
     ingress_replicas: int = Field(default=1, ge=1)
     """Ingress replicas; each runs its own router over the shared Redis index."""
+    ingress_resources: dict[str, float] = Field(default_factory=dict)
+    """Custom Ray resources each ingress replica asks for, to place it: the Helm chart gives
+    worker nodes one the head lacks, so a head pod's restart never takes an ingress down."""
     sse_ping_interval_s: float = Field(default=15.0, ge=0.0)
     """A streamed response sends a ``: ping`` comment this often, so proxies and load
     balancers keep it open while tokens are slow to come (0: no pings)."""

@@ -343,9 +343,14 @@ def test_weights_job_downloads_the_model_where_the_gpu_install_reads_it(builds, 
 
     pod = job["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    (mount,) = container["volumeMounts"]
-    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
-    assert volume["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    claims = {
+        v["name"]: v["persistentVolumeClaim"]
+        for v in pod["volumes"]
+        if "persistentVolumeClaim" in v
+    }
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] in claims]
+    assert claims[mount["name"]]["claimName"] == claim["metadata"]["name"]
+    assert not mount.get("readOnly")
     platform, _ = platforms["gpu"]
     (model,) = platform.models
     assert f"--local-dir={model.source}" in container["args"]
@@ -414,8 +419,7 @@ def test_the_api_key_secret_is_required_so_a_missing_one_cannot_turn_authenticat
 def _contracts(rayservice: Manifest) -> dict:
     """What the chart and the manifests must agree on, whatever their models and sizes.
 
-    Not the head's mounts: here the head mounts the weights volume too, since an ingress
-    replica placed on it loads the model's tokenizer.
+    Not the volumes behind the mounts: an overlay puts the weights on a claim of its own.
     """
     spec = rayservice["spec"]
     cluster = spec["rayClusterConfig"]
@@ -426,6 +430,11 @@ def _contracts(rayservice: Manifest) -> dict:
     (app,) = config["applications"]
     args = app["args"]
     return {
+        "rayservice fields": sorted(spec),
+        "gcs fault tolerance": cluster.get("gcsFaultToleranceOptions"),
+        "autoscaler options": cluster.get("autoscalerOptions"),
+        "token mounts": [pod.get("automountServiceAccountToken") for pod in _ray_pods(rayservice)],
+        "container security": [c["securityContext"] for c in [head_container, *workers]],
         "upgradeStrategy": spec["upgradeStrategy"],
         "serveService ports": spec["serveService"]["spec"]["ports"],
         "rayVersion": cluster["rayVersion"],
@@ -436,11 +445,14 @@ def _contracts(rayservice: Manifest) -> dict:
         "worker rayStartParams": [g["rayStartParams"] for g in cluster["workerGroupSpecs"]],
         "worker ports": [c["ports"] for c in workers],
         "worker probes": [[c["readinessProbe"], c["livenessProbe"]] for c in workers],
+        "head mounts": head_container["volumeMounts"],
         "worker mounts": [c["volumeMounts"] for c in workers],
         "pod security": [pod.get("securityContext") for pod in _ray_pods(rayservice)],
         "serve config": {key: value for key, value in config.items() if key != "applications"},
         "application": {key: value for key, value in app.items() if key != "args"},
-        "http": {key: args["http"][key] for key in ("host", "port", "api_key_env")},
+        "http": {
+            key: args["http"][key] for key in ("host", "port", "api_key_env", "ingress_resources")
+        },
         "grpc": args["grpc"],
         "redis": args["redis"],
     }
@@ -455,3 +467,13 @@ def test_rayservice_keeps_the_contracts_of_the_helm_charts_rayservice(builds, ov
     theirs = _contracts(chart)
     for key in theirs:
         assert ours[key] == theirs[key], key
+
+
+@pytest.mark.parametrize("kind", ["NetworkPolicy", "PodDisruptionBudget"])
+def test_overlay_guards_its_pods_as_the_helm_chart_does(builds, overlay, kind):
+    values = CHART_VALUES[overlay]
+    chart = {m["metadata"]["name"]: m["spec"] for m in of_kind(helm_template(values), kind)}
+    ours = {m["metadata"]["name"]: m["spec"] for m in of_kind(builds[overlay], kind)}
+    # The chart's download Job is the overlay's weights/ Job, applied apart.
+    chart.pop("prism-model-download", None)
+    assert ours == chart

@@ -9,6 +9,7 @@ process as the pods get it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -106,7 +107,13 @@ def chart_serve_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
         (rayservice,) = of_kind(helm_template(values), "RayService")
         config = folder / "serve-config.yaml"
         config.write_text(rayservice["spec"]["serveConfigV2"])
-        pod_env = {"PRISM_REDIS_PASSWORD": REDIS_PASSWORD, "PRISM_API_KEY": API_KEY}
+        worker = rayservice["spec"]["rayClusterConfig"]["workerGroupSpecs"][0]
+        pod_env = {
+            "PRISM_REDIS_PASSWORD": REDIS_PASSWORD,
+            "PRISM_API_KEY": API_KEY,
+            # The local node stands in for a worker pod: it declares the worker's resources.
+            "RAY_OVERRIDE_RESOURCES": json.loads(worker["rayStartParams"]["resources"]),
+        }
         run = ServeRun(config, pod_env)
         base_url = f"http://127.0.0.1:{http_port}"
         try:

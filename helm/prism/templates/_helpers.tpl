@@ -88,30 +88,75 @@ api-key
 - grpc_health.v1.health_pb2_grpc.add_HealthServicer_to_server
 {{- end -}}
 
-{{/* The environment of every Ray container. */}}
-{{- define "prism.env" -}}
+
+{{- define "prism.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "prism.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+GCS fault tolerance: on when asked for and a Redis is there for it (the chart's, or the
+one at gcsFaultTolerance.redisAddress). Its address and the password's Secret reference.
+*/}}
+{{- define "prism.gcsFaultTolerance" -}}
+{{- with .Values.gcsFaultTolerance -}}
+{{- if and .enabled (or .redisAddress $.Values.redis.enabled) -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "prism.gcsRedisAddress" -}}
+{{- default (printf "%s-redis:6379" (include "prism.fullname" .)) .Values.gcsFaultTolerance.redisAddress -}}
+{{- end -}}
+
+{{- define "prism.gcsRedisPasswordRef" -}}
+{{- with .Values.gcsFaultTolerance -}}
+{{- if .redisAddress -}}
+{{- if .passwordSecret -}}
+{{- toYaml (dict "name" .passwordSecret "key" .passwordSecretKey) -}}
+{{- end -}}
+{{- else -}}
+{{- toYaml (dict "name" (include "prism.redisSecret" $) "key" (include "prism.redisSecretKey" $)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The Secret of the chart's Redis that the chart itself makes (from redis.auth.password). */}}
+{{- define "prism.redisSecretCreated" -}}
+{{- with .Values.redis -}}
+{{- if and .enabled .auth.password (not .auth.existingSecret) -}}true{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The model download: a digest of what is downloaded and where (it names the marker file the
+download leaves on the volume when it is complete), and the shell script that downloads.
+*/}}
+{{- define "prism.downloadDigest" -}}
+{{- list .Values.huggingFace.download .Values.modelCache.mountPath | toJson | sha256sum | trunc 10 -}}
+{{- end -}}
+
+{{- define "prism.downloadMarker" -}}
+{{- printf "%s/.prism-downloads/%s.done" .Values.modelCache.mountPath (include "prism.downloadDigest" .) -}}
+{{- end -}}
+
+{{- define "prism.downloadScript" -}}
+{{- range .Values.huggingFace.download }}
+hf download {{ .repo | quote }} --revision {{ default "main" .revision | quote }} --local-dir {{ printf "%s/%s" $.Values.modelCache.mountPath (default (base .repo) .dir) | quote }}
+{{- end }}
+{{- if eq .Values.huggingFace.downloadMode "job" }}
+mkdir -p {{ dir (include "prism.downloadMarker" .) | quote }}
+touch {{ include "prism.downloadMarker" . | quote }}
+{{- end }}
+{{- end -}}
+
+{{- define "prism.downloadEnv" -}}
 - name: PYTHONUNBUFFERED
   value: "1"
-# Serve's proxies and replicas run handle routers and replica code on Serve's own event
-# loop (docs/architecture.md, "Serving path latency").
-- name: RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD
-  value: "0"
-- name: RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP
-  value: "0"
-{{- if include "prism.redisSecret" . }}
-- name: PRISM_REDIS_PASSWORD
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "prism.redisSecret" . }}
-      key: {{ include "prism.redisSecretKey" . }}
-{{- end }}
-{{- if include "prism.apiKeySecret" . }}
-- name: PRISM_API_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ include "prism.apiKeySecret" . }}
-      key: {{ include "prism.apiKeySecretKey" . }}
-{{- end }}
+- name: HF_HUB_DISABLE_TELEMETRY
+  value: "1"
 {{- if .Values.huggingFace.tokenSecret }}
 - name: HF_TOKEN
   valueFrom:
@@ -119,92 +164,8 @@ api-key
       name: {{ .Values.huggingFace.tokenSecret }}
       key: {{ .Values.huggingFace.tokenSecretKey }}
 {{- end }}
-{{- with .Values.extraEnv }}
-{{ toYaml . }}
-{{- end }}
 {{- end -}}
 
-{{/*
-Volumes and mounts of every Ray pod: shared memory and the model cache. The head mounts the
-cache too: Serve may place an ingress replica (no CPUs) there, which loads the tokenizer.
-*/}}
-{{- define "prism.volumes" -}}
-- name: shm
-  emptyDir:
-    medium: Memory
-    sizeLimit: {{ .Values.sharedMemory.sizeLimit }}
-- name: models
-{{- if include "prism.modelCacheClaim" . }}
-  persistentVolumeClaim:
-    claimName: {{ include "prism.modelCacheClaim" . }}
-{{- else }}
-  emptyDir: {}
-{{- end }}
-{{- end -}}
-
-{{- define "prism.volumeMounts" -}}
-- name: shm
-  mountPath: /dev/shm
-- name: models
-  mountPath: {{ .Values.modelCache.mountPath }}
-{{- end -}}
-
-{{- define "prism.probeTiming" -}}
-initialDelaySeconds: {{ .Values.probes.initialDelaySeconds }}
-periodSeconds: {{ .Values.probes.periodSeconds }}
-timeoutSeconds: {{ .Values.probes.timeoutSeconds }}
-failureThreshold: {{ .Values.probes.failureThreshold }}
-{{- end -}}
-
-{{/* A worker group's container resources, with its GPUs as nvidia.com/gpu. */}}
-{{- define "prism.workerResources" -}}
-{{- $resources := deepCopy (default dict .resources) -}}
-{{- if gt (int .gpus) 0 -}}
-{{- $limits := default dict $resources.limits -}}
-{{- $_ := set $limits "nvidia.com/gpu" (int .gpus) -}}
-{{- $_ := set $resources "limits" $limits -}}
-{{- end -}}
-{{- toYaml $resources -}}
-{{- end -}}
-
-{{/* Where the Ray dashboard finds Grafana and Prometheus (head only). */}}
-{{- define "prism.monitoringEnv" -}}
-{{- with .Values.monitoring.grafana.host }}
-- name: RAY_GRAFANA_HOST
-  value: {{ . | quote }}
-- name: RAY_GRAFANA_IFRAME_HOST
-  value: {{ default . $.Values.monitoring.grafana.iframeHost | quote }}
-{{- end }}
-{{- with .Values.monitoring.grafana.orgId }}
-- name: RAY_GRAFANA_ORG_ID
-  value: {{ . | quote }}
-{{- end }}
-{{- with .Values.monitoring.prometheus.host }}
-- name: RAY_PROMETHEUS_HOST
-  value: {{ . | quote }}
-{{- end }}
-{{- with .Values.monitoring.prometheus.name }}
-- name: RAY_PROMETHEUS_NAME
-  value: {{ . | quote }}
-{{- end }}
-{{- end -}}
-
-
-{{/* The init container that downloads huggingFace.download onto the model cache. */}}
-{{- define "prism.downloadInit" -}}
-{{- if .Values.huggingFace.download -}}
-- name: download-models
-  image: {{ include "prism.image" . }}
-  imagePullPolicy: {{ .Values.image.pullPolicy }}
-  command: ["/bin/sh", "-ec"]
-  args:
-    - |
-      {{- range .Values.huggingFace.download }}
-      hf download {{ .repo | quote }} --revision {{ default "main" .revision | quote }} --local-dir {{ printf "%s/%s" $.Values.modelCache.mountPath (default (base .repo) .dir) | quote }}
-      {{- end }}
-  env:
-    {{- include "prism.env" . | nindent 4 }}
-  volumeMounts:
-    {{- include "prism.volumeMounts" . | nindent 4 }}
-{{- end -}}
+{{- define "prism.downloadJobName" -}}
+{{- printf "%s-download-%s" (include "prism.fullname" .) (include "prism.downloadJobSpec" . | sha256sum | trunc 10) -}}
 {{- end -}}

@@ -4,7 +4,8 @@ from the platform config in .Values.platform, with the addresses the chart decid
 */}}
 {{- define "prism.platformConfig" -}}
 {{- $platform := deepCopy .Values.platform -}}
-{{- $http := merge (dict "host" "0.0.0.0" "port" (int .Values.service.httpPort) "api_key_env" "PRISM_API_KEY") (default dict $platform.http) -}}
+{{- /* Ingress replicas ask for the resource only worker nodes declare (prism.workerRayStartParams). */}}
+{{- $http := merge (dict "host" "0.0.0.0" "port" (int .Values.service.httpPort) "api_key_env" "PRISM_API_KEY") (default dict $platform.http) (dict "ingress_resources" (dict "prism-ingress" 1)) -}}
 {{- $grpc := merge (dict "port" (int .Values.service.grpcPort)) (default dict $platform.grpc) -}}
 {{- $redis := merge (dict "url" (include "prism.redisUrl" .)) (default dict $platform.redis) -}}
 {{- if include "prism.redisSecret" . -}}

@@ -16,6 +16,23 @@ Each failure names the values involved.
 {{- range $index, $model := .Values.platform.models -}}
 {{- include "prism.validateModelFits" (dict "where" (printf "platform.models[%d] (%s)" $index $model.id) "model" $model "groups" $.Values.workerGroups) -}}
 {{- end -}}
+{{- if not (semverCompare ">=2.53.0-0" .Values.rayVersion) -}}
+{{- fail (printf "rayVersion %s: the probes use the dashboard agent's /api/healthz, which Ray has from 2.53.0 on" .Values.rayVersion) -}}
+{{- end -}}
+{{- with .Values.huggingFace -}}
+{{- if and .download (eq .downloadMode "job") (not (include "prism.modelCacheClaim" $)) -}}
+{{- fail "huggingFace.downloadMode job downloads once onto a shared claim: set modelCache.create.enabled or modelCache.existingClaim (or downloadMode perPod)" -}}
+{{- end -}}
+{{- end -}}
+{{- with .Values.gcsFaultTolerance -}}
+{{- if and (include "prism.gcsFaultTolerance" $) .externalStorageNamespace (eq $.Values.upgradeStrategy.type "NewCluster") -}}
+{{- fail "gcsFaultTolerance.externalStorageNamespace with upgradeStrategy NewCluster: the new cluster's GCS would share the old one's state in Redis; leave it empty (KubeRay then uses each RayCluster's UID)" -}}
+{{- end -}}
+{{- $prefix := (default dict $.Values.platform.redis).key_prefix | default "prism" -}}
+{{- if and (include "prism.gcsFaultTolerance" $) (not .redisAddress) (hasPrefix "RAY" $prefix) -}}
+{{- fail (printf "platform.redis.key_prefix %q: keys starting with RAY are the GCS's in the chart's Redis; choose another prefix" $prefix) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/*

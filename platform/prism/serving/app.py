@@ -140,7 +140,11 @@ def build_app(config: PlatformConfig) -> Application:
     ingress = serve.deployment(Ingress).options(
         name="Ingress",
         num_replicas=config.http.ingress_replicas,
-        ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": REPLICA_LATENCY_ENV}},
+        ray_actor_options={
+            "num_cpus": 0,
+            "resources": dict(config.http.ingress_resources),
+            "runtime_env": {"env_vars": REPLICA_LATENCY_ENV},
+        },
         max_ongoing_requests=INGRESS_MAX_ONGOING_REQUESTS,
     )
     hash_prompts = config.router.policy == "prefix"
