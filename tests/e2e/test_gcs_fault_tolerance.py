@@ -29,7 +29,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -37,7 +37,7 @@ import pytest
 from prism.redis_server import EmbeddedRedis, random_password
 from support.gcs_cluster import GcsRedisCluster, NodeProcess, ServeState
 from support.gcs_driver import MODEL_ID
-from support.steady_traffic import Outcome, SteadyTraffic
+from support.steady_traffic import SteadyTraffic
 
 DOWN_S = 8.0
 """How long the GCS, or the head, stays dead: well under the 60 s after which a raylet that
@@ -45,6 +45,8 @@ cannot reach the GCS exits (``RAY_gcs_rpc_server_reconnect_timeout_s``)."""
 MIN_ANSWERS_WHILE_DOWN = 10
 STORAGE_NAMESPACE = "prism-gcs-ft-test"
 PROMPT = [1000 + i for i in range(24)]
+Restart = Callable[[], None]
+"""Brings back what a kill took down."""
 
 
 @pytest.fixture(scope="module")
@@ -82,12 +84,46 @@ def start_traffic(cluster: GcsRedisCluster) -> SteadyTraffic:
     return traffic
 
 
-def report(what: str, outcomes: list[Outcome], down: list[Outcome], back_s: float) -> str:
-    failed = sum(not outcome.ok for outcome in outcomes)
-    return (
-        f"{what}: {len(outcomes)} requests, {failed} failed, {len(down)} answered while "
-        f"down ({DOWN_S:.0f} s); RUNNING again {back_s:.1f} s after the restart"
+def ride_out(
+    cluster: GcsRedisCluster, what: str, kill: Callable[[], Callable[[], None]]
+) -> ServeState:
+    """Send requests through the worker's proxy while ``kill`` takes the GCS down for
+    ``DOWN_S`` and the function it returns brings it back; assert none failed and enough were
+    answered while it was down. Returns Serve's state once it is RUNNING again."""
+    traffic = start_traffic(cluster)
+    try:
+        bring_back = kill()
+        killed = time.monotonic()
+        time.sleep(DOWN_S)
+        assert not cluster.gcs_accepts_connections(), "the GCS came back by itself"
+        restarted = time.monotonic()
+        bring_back()
+        after = cluster.driver("state")
+        running = time.monotonic()
+        traffic.wait_for_answers(5, since=running, timeout=30)
+    finally:
+        outcomes = traffic.stop()
+    down = [outcome for outcome in outcomes if outcome.ok and outcome.within(killed, restarted)]
+    failed = [outcome for outcome in outcomes if not outcome.ok]
+    print(
+        f"{what}: {len(outcomes)} requests, {len(failed)} failed, {len(down)} answered while "
+        f"down ({DOWN_S:.0f} s); RUNNING again {running - restarted:.1f} s after the restart"
     )
+    assert failed == []
+    assert len(down) >= MIN_ANSWERS_WHILE_DOWN
+    return after
+
+
+def kill_gcs(cluster: GcsRedisCluster) -> Restart:
+    """Kill the head's GCS server; the returned function starts it again as it was."""
+    launch = cluster.kill_gcs()
+    return lambda: cluster.restart_gcs(launch)
+
+
+def kill_head(cluster: GcsRedisCluster) -> Restart:
+    """Kill every process of the head node; the returned function runs ``ray start --head``."""
+    cluster.kill_head()
+    return cluster.start_head
 
 
 def assert_replicas_unchanged(before: ServeState, after: ServeState, worker: str) -> None:
@@ -110,24 +146,8 @@ def test_serve_answers_while_the_gcs_is_down_and_after_it_restarts(
         port: NodeProcess.of(cluster.raylet(port))
         for port in (cluster.head_node_manager_port, cluster.worker_node_manager_port)
     }
-    traffic = start_traffic(cluster)
-    try:
-        launch = cluster.kill_gcs()
-        killed = time.monotonic()
-        time.sleep(DOWN_S)
-        assert not cluster.gcs_accepts_connections(), "the GCS came back by itself"
-        restarted = time.monotonic()
-        cluster.restart_gcs(launch)
-        after = cluster.driver("state")
-        running = time.monotonic()
-        traffic.wait_for_answers(5, since=running, timeout=30)
-    finally:
-        outcomes = traffic.stop()
+    after = ride_out(cluster, "GCS restart", lambda: kill_gcs(cluster))
 
-    down = [outcome for outcome in outcomes if outcome.ok and outcome.within(killed, restarted)]
-    print(report("GCS restart", outcomes, down, running - restarted))
-    assert [outcome for outcome in outcomes if not outcome.ok] == []
-    assert len(down) >= MIN_ANSWERS_WHILE_DOWN
     assert_replicas_unchanged(before, after, worker)
     assert set(after.proxies) == {head, worker}
     # No node restarted or registered again: the same two nodes, the same raylet processes.
@@ -142,24 +162,8 @@ def test_serve_answers_while_the_head_node_restarts(cluster: GcsRedisCluster) ->
     old_head = before.node_on_port(cluster.head_node_manager_port)
     worker = before.node_on_port(cluster.worker_node_manager_port)
     worker_raylet = NodeProcess.of(cluster.raylet(cluster.worker_node_manager_port))
-    traffic = start_traffic(cluster)
-    try:
-        cluster.kill_head()
-        killed = time.monotonic()
-        time.sleep(DOWN_S)
-        assert not cluster.gcs_accepts_connections(), "the head came back by itself"
-        restarted = time.monotonic()
-        cluster.start_head()
-        after = cluster.driver("state")
-        running = time.monotonic()
-        traffic.wait_for_answers(5, since=running, timeout=30)
-    finally:
-        outcomes = traffic.stop()
+    after = ride_out(cluster, "head node restart", lambda: kill_head(cluster))
 
-    down = [outcome for outcome in outcomes if outcome.ok and outcome.within(killed, restarted)]
-    print(report("head node restart", outcomes, down, running - restarted))
-    assert [outcome for outcome in outcomes if not outcome.ok] == []
-    assert len(down) >= MIN_ANSWERS_WHILE_DOWN
     assert_replicas_unchanged(before, after, worker)
     # A new head node took the old one's place; the worker node never left.
     new_head = after.node_on_port(cluster.head_node_manager_port)
